@@ -1,0 +1,116 @@
+"""Reading and writing a prepared dataset directory (canonical Parquet tables + meta.json).
+
+Layout of ``<run_dir>/data/``::
+
+    interactions.parquet  users.parquet  items.parquet  requests.parquet  meta.json
+
+Writes go to a temporary directory that is renamed into place, so an interrupted
+``prepare`` never leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from greenflow.platform.data.requests import RequestConfig, assign_splits, iter_request_batches
+from greenflow.platform.data.schema import (
+    REQUEST_SCHEMA,
+    SPLITS,
+    CanonicalDataset,
+    DataError,
+    vocab_sizes,
+)
+
+META_FILE = "meta.json"
+TABLES = ("interactions", "users", "items", "requests")
+
+
+def write_prepared(
+    dataset: CanonicalDataset,
+    out_dir: Path,
+    request_config: RequestConfig,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validate, build the request log and write all tables atomically; returns meta."""
+    dataset.validate()
+    splits = assign_splits(dataset.users["user_id"].to_numpy(), request_config.fractions, request_config.seed)
+    batches = iter_request_batches(dataset.interactions, splits, request_config)
+    return write_tables(dataset, batches, out_dir, request_config, extra_meta)
+
+
+def write_tables(
+    dataset: CanonicalDataset,
+    request_batches: Iterable[pa.RecordBatch],
+    out_dir: Path,
+    request_config: RequestConfig,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the entity tables and stream the request batches, then rename into place."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("interactions", "users", "items"):
+        getattr(dataset, name).to_parquet(tmp / f"{name}.parquet", index=False)
+    split_counts = dict.fromkeys(SPLITS, 0)
+    n_requests = 0
+    with pq.ParquetWriter(tmp / "requests.parquet", REQUEST_SCHEMA) as writer:
+        for batch in request_batches:
+            writer.write_batch(batch)
+            n_requests += batch.num_rows
+            for split, count in pd.Series(batch.column("split").to_pylist()).value_counts().items():
+                split_counts[str(split)] += int(count)
+    meta = {
+        "dataset": dataset.name,
+        "users": dataset.num_users,
+        "items": dataset.num_items,
+        "interactions": len(dataset.interactions),
+        "clicks": int(dataset.interactions["label"].sum()),
+        "requests": n_requests,
+        "requests_per_split": split_counts,
+        "user_features": vocab_sizes(dataset.users, "user_id"),
+        "item_features": vocab_sizes(dataset.items, "item_id"),
+        "request_config": {
+            "requests_per_user": request_config.requests_per_user,
+            "min_history": request_config.min_history,
+            "max_history": request_config.max_history,
+            "fractions": dict(zip(SPLITS, request_config.fractions.as_tuple(), strict=True)),
+            "seed": request_config.seed,
+        },
+        **(extra_meta or {}),
+    }
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return meta
+
+
+def read_meta(data_dir: Path) -> dict[str, Any]:
+    path = Path(data_dir) / META_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no prepared dataset here; run `greenflow data prepare` first")
+    return json.loads(path.read_text())
+
+
+def load_dataset(data_dir: Path) -> CanonicalDataset:
+    """Load the entity tables of a prepared dataset."""
+    meta = read_meta(data_dir)
+    frames = {name: pd.read_parquet(Path(data_dir) / f"{name}.parquet") for name in TABLES[:3]}
+    return CanonicalDataset(name=meta["dataset"], **frames)
+
+
+def load_requests(data_dir: Path, split: str | None = None) -> pd.DataFrame:
+    """The request log, optionally restricted to one split."""
+    read_meta(data_dir)
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    filters = [("split", "=", split)] if split else None
+    return pd.read_parquet(Path(data_dir) / "requests.parquet", filters=filters)

@@ -1,0 +1,1 @@
+"""serve_apps: Ray adapters (see DESIGN.md §4)."""

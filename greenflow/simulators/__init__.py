@@ -1,0 +1,1 @@
+"""simulators: Ray adapters (see DESIGN.md §4)."""

@@ -1,0 +1,1 @@
+"""tune_configs: Ray adapters (see DESIGN.md §4)."""
