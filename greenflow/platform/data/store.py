@@ -30,6 +30,7 @@ from greenflow.platform.data.schema import (
 )
 
 META_FILE = "meta.json"
+SPLITS_FILE = "user_splits.parquet"
 TABLES = ("interactions", "users", "items", "requests")
 
 
@@ -41,9 +42,11 @@ def write_prepared(
 ) -> dict[str, Any]:
     """Validate, build the request log and write all tables atomically; returns meta."""
     dataset.validate()
-    splits = assign_splits(dataset.users["user_id"].to_numpy(), request_config.fractions, request_config.seed)
+    splits = assign_splits(
+        dataset.users["user_id"].to_numpy(), request_config.fractions, request_config.seed
+    )
     batches = iter_request_batches(dataset.interactions, splits, request_config)
-    return write_tables(dataset, batches, out_dir, request_config, extra_meta)
+    return write_tables(dataset, batches, out_dir, request_config, extra_meta, splits)
 
 
 def write_tables(
@@ -52,14 +55,19 @@ def write_tables(
     out_dir: Path,
     request_config: RequestConfig,
     extra_meta: dict[str, Any] | None = None,
+    splits: dict[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the entity tables and stream the request batches, then rename into place."""
+    """Write the entity tables, user splits and streamed request batches, then rename."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in ("interactions", "users", "items"):
         getattr(dataset, name).to_parquet(tmp / f"{name}.parquet", index=False)
+    if splits is not None:
+        pd.DataFrame({"user_id": list(splits), "split": list(splits.values())}).to_parquet(
+            tmp / SPLITS_FILE, index=False
+        )
     split_counts = dict.fromkeys(SPLITS, 0)
     n_requests = 0
     with pq.ParquetWriter(tmp / "requests.parquet", REQUEST_SCHEMA) as writer:
@@ -81,6 +89,7 @@ def write_tables(
         "request_config": {
             "requests_per_user": request_config.requests_per_user,
             "min_history": request_config.min_history,
+            "min_positives": request_config.min_positives,
             "max_history": request_config.max_history,
             "fractions": dict(zip(SPLITS, request_config.fractions.as_tuple(), strict=True)),
             "seed": request_config.seed,
@@ -114,3 +123,10 @@ def load_requests(data_dir: Path, split: str | None = None) -> pd.DataFrame:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     filters = [("split", "=", split)] if split else None
     return pd.read_parquet(Path(data_dir) / "requests.parquet", filters=filters)
+
+
+def load_user_splits(data_dir: Path) -> dict[int, str]:
+    """user_id -> split name, for every user (also those without a request)."""
+    read_meta(data_dir)
+    frame = pd.read_parquet(Path(data_dir) / SPLITS_FILE)
+    return dict(zip(frame["user_id"].tolist(), frame["split"].tolist(), strict=True))

@@ -1,0 +1,178 @@
+"""The ``greenflow`` command. Thin: parses arguments, loads the config, calls the layers below.
+
+Every subcommand prints a human summary and writes machine-readable JSON under the run
+directory (default ``runs/<dataset>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from greenflow.config import DATASETS, Config, config_to_dict, load_config
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="movielens-100k",
+        help="data source (default: the embedded movielens-100k)",
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="output directory (default: runs/<dataset>)"
+    )
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML file overriding configuration defaults")  # fmt: skip
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.dataset, args.run_dir)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from greenflow.platform.data.sources import fetch_movielens
+
+    config = _config(args)
+    if config.dataset != "movielens-100k":
+        raise ValueError(f"{config.dataset} is not downloaded: use `greenflow data prepare`")
+    folder = fetch_movielens(config.cache_dir)
+    _log(f"movielens-100k files in {folder}")
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from greenflow.platform.data import synthetic
+    from greenflow.platform.data.sources import prepare
+
+    config = _config(args)
+    synth = None
+    if config.dataset == "synthetic":
+        rpu = config.requests.requests_per_user
+        if args.requests is not None:
+            synth = synthetic.config_for_requests(
+                args.requests, rpu, config.requests.min_history,
+                items=args.items, seed=args.seed)  # fmt: skip
+        else:
+            synth = synthetic.SyntheticConfig(users=args.users, items=args.items, seed=args.seed)
+    t0 = time.perf_counter()
+    meta = prepare(config.dataset, config.data_dir, config.cache_dir, config.requests,
+                   args.path or (), synth)  # fmt: skip
+    _log(f"prepared {config.dataset} in {time.perf_counter() - t0:.1f} s -> {config.data_dir}")
+    _log(f"  users {meta['users']:,}  items {meta['items']:,}  interactions "
+         f"{meta['interactions']:,}  clicks {meta['clicks']:,}  requests {meta['requests']:,}")  # fmt: skip
+    _log(
+        "  requests per split: "
+        + ", ".join(f"{k} {v:,}" for k, v in meta["requests_per_split"].items())
+    )
+
+
+def cmd_train_cascade(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from greenflow.platform.data.store import load_dataset, load_user_splits, read_meta
+    from greenflow.platform.models.features import FeatureSet
+    from greenflow.platform.models.pool import format_pool_table, save_pool, train_pool
+
+    config = _config(args)
+    if args.epochs is not None:
+        train = dataclasses.replace(config.pool.train, epochs=args.epochs)
+        config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, train=train))
+    meta = read_meta(config.data_dir)
+    dataset = load_dataset(config.data_dir)
+    splits = load_user_splits(config.data_dir)
+    features = FeatureSet.from_meta(meta, config.pool.max_history)
+    t0 = time.perf_counter()
+    pool = train_pool(dataset, features, splits, config.pool, _log)
+    doc = save_pool(pool, config.run_dir)
+    doc["train_wall_s"] = round(time.perf_counter() - t0, 1)
+    doc["config"] = config_to_dict(config)
+    (config.run_dir / "model_pool.json").write_text(json.dumps(doc, indent=2))
+    _log(f"\nmodel pool ({config.dataset}, validation AUC, measured FLOPs) "
+         f"-> {config.run_dir / 'model_pool.json'}")  # fmt: skip
+    _log(format_pool_table(doc))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    args.dataset, args.config = "movielens-100k", args.config
+    t0 = time.perf_counter()
+    _log("== 1/2 data: fetch and prepare movielens-100k")
+    args.path, args.users, args.items, args.requests, args.seed = None, None, None, None, 0
+    cmd_data_prepare(args)
+    _log("\n== 2/2 cascade model pool: train, measure FLOPs and AUC")
+    cmd_train_cascade(args)
+    _log(
+        f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs under {_config(args).run_dir}/"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="greenflow",
+        description="GreenFlow on Ray: per-request computation allocation for cascade "
+        "recommenders (Lu et al., IJCAI 2023).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="fetch or prepare a dataset")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_sub.add_parser("fetch", help="download the embedded MovieLens-100k into the cache")
+    _common(fetch)
+    fetch.set_defaults(func=cmd_data_fetch)
+    prep = data_sub.add_parser(
+        "prepare", help="write canonical Parquet tables and the request log under <run-dir>/data"
+    )
+    _common(prep)
+    prep.add_argument(
+        "--path",
+        type=Path,
+        action="append",
+        help="ali-ccp: a preprocessed CSV file (repeat for train and test)",
+    )
+    prep.add_argument("--users", type=int, default=10_000, help="synthetic: number of users")
+    prep.add_argument("--items", type=int, default=5_000, help="synthetic: number of items")
+    prep.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help="synthetic: target number of requests (derives --users)",
+    )
+    prep.add_argument("--seed", type=int, default=0, help="synthetic: random seed")  # fmt: skip
+    prep.set_defaults(func=cmd_data_prepare)
+
+    train = sub.add_parser(
+        "train-cascade", help="train the cascade model pool, measure FLOPs and validation AUC"
+    )
+    _common(train)
+    train.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    train.set_defaults(func=cmd_train_cascade)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
+    demo.add_argument("--run-dir", type=Path, default=None, help="output directory")
+    demo.add_argument("--config", type=Path, default=None, help="YAML configuration overrides")
+    demo.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:  # DataError is a ValueError
+        print(f"greenflow: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

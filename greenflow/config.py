@@ -1,0 +1,170 @@
+"""Typed configuration: frozen dataclasses, loaded once at the entry point, saved with results.
+
+A YAML file may override any field; unknown keys are errors (no silent typos), values are
+converted to the declared types, and nothing is ever evaluated. Example::
+
+    requests:
+      requests_per_user: 8
+      fractions: {cascade_train: 0.4, validation: 0.1, reward: 0.3, eval: 0.2}
+    pool:
+      train: {epochs: 4}
+    chains:
+      exposed_k: 10
+      stages:
+        - {name: recall, models: [dssm], item_scales: [100, 400]}
+        - {name: prerank, models: [youtube_dnn], item_scales: [20, 50]}
+        - {name: rank, models: [din], item_scales: [10]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from greenflow.platform.chains import ChainSpace, default_space
+from greenflow.platform.data.requests import RequestConfig, SplitFractions
+from greenflow.platform.models.pool import PoolConfig
+
+DATASETS: tuple[str, ...] = ("movielens-100k", "ali-ccp", "synthetic")
+
+# ML-100k has only 943 users: a 2.5% evaluation share would leave ~140 requests, so it
+# gets 20% (about 1,100 evaluation requests) and 30% for reward samples.
+_REQUEST_DEFAULTS: dict[str, RequestConfig] = {
+    "movielens-100k": RequestConfig(
+        requests_per_user=6, fractions=SplitFractions(0.4, 0.1, 0.3, 0.2)
+    ),
+    "ali-ccp": RequestConfig(requests_per_user=4),
+    "synthetic": RequestConfig(requests_per_user=6),
+}
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are cached: $GREENFLOW_CACHE, else $XDG_CACHE_HOME/greenflow."""
+    if "GREENFLOW_CACHE" in os.environ:
+        return Path(os.environ["GREENFLOW_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "greenflow"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a pipeline run needs; one per run directory."""
+
+    dataset: str = "movielens-100k"
+    run_dir: Path = Path("runs/movielens-100k")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    requests: RequestConfig = field(default_factory=RequestConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    chains: ChainSpace = field(default_factory=default_space)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+
+def default_config(dataset: str = "movielens-100k", run_dir: Path | None = None) -> Config:
+    """The defaults for a dataset (ML-100k gets a larger evaluation share)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    return Config(
+        dataset=dataset,
+        run_dir=run_dir or Path("runs") / dataset,
+        requests=_REQUEST_DEFAULTS[dataset],
+    )
+
+
+def load_config(path: Path | None, dataset: str, run_dir: Path | None = None) -> Config:
+    """Defaults for ``dataset``, overridden by the YAML file at ``path`` if given."""
+    base = default_config(dataset, run_dir)
+    if path is None:
+        return base
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    for key in ("dataset", "run_dir"):
+        if key in data:
+            raise ValueError(f"{path}: {key!r} comes from the command line, not the config file")
+    return _merge(base, data, where=str(path))
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with fields replaced from ``data``, recursively."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+    changes = {k: _convert(getattr(obj, k), hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return dataclasses.replace(obj, **changes)
+
+
+def _convert(current: Any, hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping")
+        return _merge(current, value, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list")
+        (item_hint, *_) = typing.get_args(hint)
+        item_default = current[0] if current else None
+        return tuple(_convert_item(item_default, item_hint, v, f"{where}[{i}]")
+                     for i, v in enumerate(value))  # fmt: skip
+    return _convert_item(current, hint, value, where)
+
+
+def _convert_item(current: Any, hint: Any, value: Any, where: str) -> Any:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping")
+        return _build(hint, value, where)
+    if hint is Path or (isinstance(hint, types.UnionType) and Path in typing.get_args(hint)):
+        return Path(value)
+    for scalar in (bool, int, float, str):
+        if hint is scalar:
+            if scalar is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if not isinstance(value, scalar) or (scalar is int and isinstance(value, bool)):
+                raise ValueError(f"{where}: expected {scalar.__name__}, got {value!r}")
+            return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+    kwargs = {}
+    for k, v in data.items():
+        if typing.get_origin(hints[k]) is tuple:
+            kwargs[k] = _convert((), hints[k], v, f"{where}.{k}")
+        else:
+            kwargs[k] = _convert_item(None, hints[k], v, f"{where}.{k}")
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> Any:
+    """JSON-ready form of a config (paths as strings), saved with every result."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, tuple | list):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config

@@ -1,0 +1,90 @@
+"""The interface every cascade model implements, and shared building blocks.
+
+A cascade model splits its work in two so that cost is measurable and reusable:
+  encode_user(ctx) -> state       once per request (user towers, sequence encoders)
+  score(state, items) -> logits   per scored item
+The split is what the cost model q_j = Σ f_item(m)·n + f_request(m) charges.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from greenflow.platform.models.features import Context, FeatureSet
+
+State = dict[str, torch.Tensor]
+
+
+class CascadeModel(nn.Module, ABC):
+    """A model that scores candidate items for a batch of requests."""
+
+    stage: ClassVar[str]  # "recall" | "prerank" | "rank"
+    paper: ClassVar[str]
+
+    def __init__(self, features: FeatureSet) -> None:
+        super().__init__()
+        self.features = features
+
+    @abstractmethod
+    def encode_user(self, ctx: Context) -> State:
+        """Per-request computation; returns tensors with leading dim B."""
+
+    @abstractmethod
+    def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n) for candidate item ids ``items`` (B, n)."""
+
+    def forward(self, ctx: Context, items: torch.Tensor) -> torch.Tensor:
+        return self.score(self.encode_user(ctx), items)
+
+    def prepare_for_serving(self) -> None:
+        """Precompute what serving reuses across requests (e.g. an item-embedding index)."""
+
+
+class FieldEmbedding(nn.Module):
+    """One embedding table per categorical field, concatenated: (..., F) -> (..., F*dim)."""
+
+    def __init__(self, vocab_sizes: list[int], dim: int) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(v, dim) for v in vocab_sizes)
+        self.out_dim = dim * len(vocab_sizes)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.shape[-1] != len(self.tables):
+            raise ValueError(f"expected {len(self.tables)} fields, got codes {tuple(codes.shape)}")
+        return torch.cat([t(codes[..., j]) for j, t in enumerate(self.tables)], dim=-1)
+
+
+class ItemEmbedding(nn.Module):
+    """Item id embedding concatenated with the item's feature embeddings."""
+
+    def __init__(self, features: FeatureSet, id_dim: int, feat_dim: int) -> None:
+        super().__init__()
+        self.ids = nn.Embedding(features.num_items + 1, id_dim, padding_idx=0)
+        self.fields = FieldEmbedding([f.vocab_size for f in features.item], feat_dim)
+        self.register_buffer(
+            "item_feats", torch.zeros(features.num_items + 1, len(features.item), dtype=torch.int64)
+        )
+        self.out_dim = id_dim + self.fields.out_dim
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.ids(items), self.fields(self.item_feats[items])], dim=-1)
+
+
+def mlp(sizes: list[int], final_activation: bool = False) -> nn.Sequential:
+    """Linear layers with ReLU between them (and after the last if asked)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over positions where mask is true: (B, L, d), (B, L) -> (B, d); 0 when empty."""
+    weights = mask.to(seq.dtype).unsqueeze(-1)
+    return (seq * weights).sum(1) / weights.sum(1).clamp_min(1.0)

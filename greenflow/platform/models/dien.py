@@ -1,0 +1,102 @@
+"""DIEN: Deep Interest Evolution Network, the second ranking model.
+
+Zhou et al., "Deep Interest Evolution Network for Click-Through Rate Prediction", AAAI 2019.
+
+Interest extractor: a GRU over the history embeddings (once per request).
+Interest evolving: for each candidate, attention a_l = softmax_l(s_l · W c) over the
+extractor states, and an AUGRU (GRU whose update gate is scaled by a_l) runs over the
+states; its last hidden state is the candidate-specific evolved interest. The AUGRU's
+input projections do not depend on the candidate, so they are computed once per
+request; only the recurrent part runs per candidate. Padded history steps get a_l = 0,
+which leaves the hidden state unchanged. (The paper's auxiliary next-click loss is not
+used: it needs sampled negative sequences and mainly speeds up convergence.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from greenflow.platform.models.base import (
+    CascadeModel,
+    FieldEmbedding,
+    ItemEmbedding,
+    State,
+    masked_mean,
+    mlp,
+)
+from greenflow.platform.models.features import Context, FeatureSet
+
+
+@dataclass(frozen=True)
+class DIENConfig:
+    embed_dim: int = 16
+    gru_hidden: int = 24
+    hidden: tuple[int, ...] = (80, 40)
+
+
+class DIEN(CascadeModel):
+    stage = "rank"
+    paper = "Zhou et al., AAAI 2019"
+
+    def __init__(self, features: FeatureSet, config: DIENConfig = DIENConfig()) -> None:
+        super().__init__(features)
+        self.config = config
+        e, g = config.embed_dim, config.gru_hidden
+        self.item_emb = ItemEmbedding(features, e, e)
+        d = self.item_emb.out_dim
+        self.user_fields = FieldEmbedding([f.vocab_size for f in features.user], e)
+        self.extractor = nn.GRUCell(d, g)
+        self.att = nn.Linear(d, g, bias=False)  # candidate -> query in state space
+        self.aug_x = nn.Linear(g, 3 * g)  # AUGRU input projections (reset, update, new)
+        self.aug_h = nn.Linear(g, 3 * g, bias=False)  # AUGRU recurrent projections
+        h1 = config.hidden[0]
+        self.user_proj = nn.Linear(self.user_fields.out_dim + d, h1)
+        self.item_proj = nn.Linear(g + d, h1, bias=False)
+        self.tower = mlp([*config.hidden, 1])
+
+    def encode_user(self, ctx: Context) -> State:
+        hist_ids = ctx["history"]
+        mask = hist_ids > 0
+        hist = self.item_emb(hist_ids)  # (B, L, d)
+        states = self._extract(hist, mask)  # (B, L, g)
+        user_in = torch.cat([self.user_fields(ctx["user_feats"]), masked_mean(hist, mask)], -1)
+        return {
+            "states": states,
+            "states_x": self.aug_x(states),  # (B, L, 3g)
+            "mask": mask,
+            "u": self.user_proj(user_in),
+        }
+
+    def _extract(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Histories are left-padded: the hidden state is held (not updated) through padded
+        # steps so every request's states depend on its real clicks only, whatever L is.
+        b, length, _ = hist.shape
+        h = hist.new_zeros(b, self.config.gru_hidden)
+        states = []
+        for t in range(length):
+            step = mask[:, t : t + 1]
+            h = torch.where(step, self.extractor(hist[:, t], h), h)
+            states.append(h * step.to(h.dtype))  # padded steps emit zeros
+        return torch.stack(states, dim=1)  # (B, L, g)
+
+    def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
+        states, states_x, mask = state["states"], state["states_x"], state["mask"]
+        b, n = items.shape
+        length, g = states.shape[1], self.config.gru_hidden
+        cand = self.item_emb(items)  # (B, n, d)
+        logits = torch.bmm(self.att(cand), states.transpose(1, 2))  # (B, n, L)
+        att = torch.softmax(logits.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
+        att = torch.nan_to_num(att, nan=0.0)  # users with an empty history
+        h = states.new_zeros(b, n, g)
+        for t in range(length):
+            xr, xu, xn = states_x[:, t].unsqueeze(1).split(g, dim=-1)  # each (B, 1, g)
+            hr, hu, hn = self.aug_h(h).split(g, dim=-1)  # each (B, n, g)
+            reset = torch.sigmoid(xr + hr)
+            update = torch.sigmoid(xu + hu) * att[:, :, t : t + 1]  # attention-scaled gate
+            new = torch.tanh(xn + reset * hn)
+            h = h + update * (new - h)
+        out = torch.relu(self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1))
+        return self.tower(out).squeeze(-1)  # (B, n)

@@ -1,0 +1,111 @@
+"""Feature specs and request-context tensors shared by the data pipeline and every model.
+
+Features are declared once (name, vocabulary size, embedding dim) and read both by the
+code that builds batches and by the models' embedding tables (DeepCTR/torchrec style).
+
+A request context is a ``dict[str, Tensor]``:
+  user_feats  (B, F_u) int64 codes, 0 = unknown
+  history     (B, L)   int64 item ids, left-padded with 0 so the newest click is last
+Item features are looked up inside the models from ``item_feats`` (N+1, F_i).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+Context = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One categorical feature: ``vocab_size`` counts code 0 (unknown)."""
+
+    name: str
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Everything a model needs to know about its inputs."""
+
+    user: tuple[FeatureSpec, ...]
+    item: tuple[FeatureSpec, ...]
+    num_items: int  # item ids are 1..num_items; 0 is padding
+    max_history: int
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], max_history: int) -> FeatureSet:
+        """Build from a prepared dataset's meta.json."""
+        return cls(
+            user=tuple(FeatureSpec(n, v) for n, v in meta["user_features"].items()),
+            item=tuple(FeatureSpec(n, v) for n, v in meta["item_features"].items()),
+            num_items=int(meta["items"]),
+            max_history=max_history,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": {f.name: f.vocab_size for f in self.user},
+            "item": {f.name: f.vocab_size for f in self.item},
+            "num_items": self.num_items,
+            "max_history": self.max_history,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSet:
+        return cls(
+            user=tuple(FeatureSpec(n, v) for n, v in data["user"].items()),
+            item=tuple(FeatureSpec(n, v) for n, v in data["item"].items()),
+            num_items=int(data["num_items"]),
+            max_history=int(data["max_history"]),
+        )
+
+
+def item_feature_table(items: pd.DataFrame, features: FeatureSet) -> torch.Tensor:
+    """(N+1, F_i) int64 item feature codes indexed by item id; row 0 is padding."""
+    table = np.zeros((features.num_items + 1, len(features.item)), dtype=np.int64)
+    ids = items["item_id"].to_numpy()
+    for j, spec in enumerate(features.item):
+        table[ids, j] = items[spec.name].to_numpy()
+    return torch.from_numpy(table)
+
+
+def user_feature_table(users: pd.DataFrame, features: FeatureSet) -> np.ndarray:
+    """(U+1, F_u) int64 user feature codes indexed by user id; row 0 = all unknown."""
+    table = np.zeros((int(users["user_id"].max()) + 1, len(features.user)), dtype=np.int64)
+    ids = users["user_id"].to_numpy()
+    for j, spec in enumerate(features.user):
+        table[ids, j] = users[spec.name].to_numpy()
+    return table
+
+
+def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+    """Left-pad (and keep the newest ``max_len`` of) each history; (B, max_len) int64."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for b, hist in enumerate(histories):
+        tail = np.asarray(hist, dtype=np.int64)[-max_len:]
+        if len(tail):
+            out[b, max_len - len(tail) :] = tail
+    return out
+
+
+def make_context(user_feats: np.ndarray, history: np.ndarray) -> Context:
+    """Wrap numpy arrays as a request context; validates shapes."""
+    if user_feats.ndim != 2 or history.ndim != 2 or len(user_feats) != len(history):
+        raise ValueError(
+            f"context shapes mismatch: user_feats {user_feats.shape}, history {history.shape}"
+        )
+    return {
+        "user_feats": torch.as_tensor(user_feats, dtype=torch.int64),
+        "history": torch.as_tensor(history, dtype=torch.int64),
+    }
+
+
+def slice_context(ctx: Context, index: slice | torch.Tensor) -> Context:
+    return {k: v[index] for k, v in ctx.items()}

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greenflow.platform.models.features import make_context, pad_histories
+from greenflow.platform.models.pool import MODEL_KINDS
+
+
+@pytest.fixture(params=sorted(MODEL_KINDS))
+def model(request, features):
+    torch.manual_seed(0)
+    m = MODEL_KINDS[request.param].model_cls(features)
+    m.eval()
+    return m
+
+
+def test_scores_have_shape_batch_by_items(model, context) -> None:
+    items = torch.randint(1, 31, (3, 7))
+    assert model(context, items).shape == (3, 7)
+
+
+def test_encode_then_score_equals_forward(model, context) -> None:
+    items = torch.randint(1, 31, (3, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(model.score(model.encode_user(context), items), model(context, items))
+
+
+def test_per_request_scores_do_not_depend_on_the_rest_of_the_batch(model, context) -> None:
+    items = torch.randint(1, 31, (3, 4))
+    with torch.no_grad():
+        batched = model(context, items)
+        single = model({k: v[1:2] for k, v in context.items()}, items[1:2])
+    torch.testing.assert_close(batched[1:2], single, rtol=1e-5, atol=1e-6)
+
+
+def test_left_padding_does_not_change_scores(model, features) -> None:
+    # a history of two clicks scores the same unpadded and left-padded to max_history
+    unpadded = make_context(np.array([[1, 1]]), np.array([[5, 6]]))
+    padded = make_context(np.array([[1, 1]]), pad_histories([[5, 6]], features.max_history))
+    items = torch.tensor([[3, 9, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, items), model(unpadded, items))
+
+
+def test_serving_index_matches_training_path(features, context) -> None:
+    model = MODEL_KINDS["dssm"].model_cls(features)
+    model.eval()
+    items = torch.randint(1, 31, (3, 6))
+    with torch.no_grad():
+        expected = model(context, items)
+        model.prepare_for_serving()
+        torch.testing.assert_close(model(context, items), expected)
+
+
+def test_wrong_number_of_user_fields_raises_with_shapes(model, features) -> None:
+    ctx = make_context(np.ones((2, 5), dtype=np.int64), pad_histories([[1], [2]], features.max_history))
+    with pytest.raises(ValueError, match="fields"):
+        model(ctx, torch.ones(2, 3, dtype=torch.int64))
+
+
+def test_models_train_one_step(model, context) -> None:
+    model.train()
+    items = torch.randint(1, 31, (3, 2))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(context, items), torch.ones(3, 2))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
