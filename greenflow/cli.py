@@ -12,8 +12,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greenflow.config import DATASETS, Config, config_to_dict, load_config
+
+if TYPE_CHECKING:
+    from greenflow.platform.energy import PFECConfig
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +117,61 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
+def _pfec_config(args: argparse.Namespace) -> PFECConfig:
+    from greenflow.platform.energy import PFECConfig
+
+    return PFECConfig(pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity)
+
+
+def cmd_pfec_report(args: argparse.Namespace) -> None:
+    from greenflow.simulators.pfec_jobs import pfec_report
+
+    config = _config(args)
+    # Nothing to report yet is not an error: the report says so and exits 0.
+    _log(
+        pfec_report(
+            config.run_dir,
+            pue=args.pue,
+            carbon_intensity_g_per_kwh=args.carbon_intensity,
+            prometheus=args.prometheus or (),
+        )
+    )
+
+
+def cmd_pfec_calibrate(args: argparse.Namespace) -> None:
+    from greenflow.platform.energy import EstimateConfig
+    from greenflow.simulators.pfec_jobs import (
+        CALIBRATION_FILE,
+        CalibrationConfig,
+        format_calibration_table,
+        run_calibration,
+    )
+
+    config = _config(args)
+    calibration = CalibrationConfig(
+        seconds=args.seconds,
+        idle_seconds=args.idle_seconds,
+        batch_size=args.batch_size,
+        models=tuple(args.model or ()),
+    )
+    doc = run_calibration(
+        config.run_dir,
+        calibration,
+        _pfec_config(args),
+        estimate=EstimateConfig(cpu_tdp_w=args.cpu_tdp_w),
+        log=_log,
+    )
+    _log(
+        f"\nJ/FLOP on {doc['device']} ({doc['hardware']}, source {doc['source']}) "
+        f"-> {config.run_dir / CALIBRATION_FILE}"
+    )
+    _log(format_calibration_table(doc))
+    _log(
+        f"PUE {doc['pue']:g}, carbon intensity {doc['carbon_intensity_g_per_kwh']:g} gCO2eq/kWh: "
+        f"{doc['carbon_g_per_gflop']:.3g} gCO2eq per GFLOP"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenflow",
@@ -153,6 +212,67 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train)
     train.add_argument("--epochs", type=int, default=None, help="override training epochs")
     train.set_defaults(func=cmd_train_cascade)
+
+    pfec = sub.add_parser("pfec", help="PFEC (performance, FLOPs, energy, carbon) of a run")
+    pfec_sub = pfec.add_subparsers(dest="pfec_command", required=True, metavar="ACTION")
+    report = pfec_sub.add_parser(
+        "report", help="print the PFEC table of the run directory's results (exit 0 if none yet)"
+    )
+    _common(report)
+    report.add_argument(
+        "--pue",
+        type=float,
+        default=None,
+        help="re-price every row at this PUE (default: as recorded; live rows 1.67)",
+    )
+    report.add_argument(
+        "--carbon-intensity",
+        type=float,
+        default=None,
+        metavar="G_PER_KWH",
+        help="re-price at this gCO2eq/kWh (default: as recorded; live rows 615)",
+    )
+    report.add_argument(
+        "--prometheus",
+        action="append",
+        metavar="URL",
+        help="add a live row from a metrics endpoint, e.g. a Ray node's "
+        "http://127.0.0.1:8080/metrics (repeatable)",
+    )
+    report.set_defaults(func=cmd_pfec_report)
+    calibrate = pfec_sub.add_parser(
+        "calibrate", help="measure joules per FLOP of each pool model on this CPU"
+    )
+    _common(calibrate)
+    calibrate.add_argument(
+        "--seconds", type=float, default=5.0, help="workload time per model (default 5)"
+    )
+    calibrate.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=1.0,
+        help="idle baseline measured before each model and subtracted (default 1; 0: none)",
+    )
+    calibrate.add_argument("--batch-size", type=int, default=32, help="requests per call")
+    calibrate.add_argument(
+        "--model", action="append", help="calibrate only this model (repeatable)"
+    )
+    calibrate.add_argument("--pue", type=float, default=1.67, help="PUE recorded (default 1.67)")
+    calibrate.add_argument(
+        "--carbon-intensity",
+        type=float,
+        default=615.0,
+        metavar="G_PER_KWH",
+        help="gCO2eq/kWh recorded (default 615)",
+    )
+    calibrate.add_argument(
+        "--cpu-tdp-w",
+        type=float,
+        default=None,
+        help="CPU TDP in W for the estimate when RAPL is unreadable "
+        "(default 12 W per physical core)",
+    )
+    calibrate.set_defaults(func=cmd_pfec_calibrate)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
     demo.add_argument("--run-dir", type=Path, default=None, help="output directory")

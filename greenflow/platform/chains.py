@@ -130,3 +130,14 @@ def default_space(rank_models: tuple[str, ...] = ("din", "dien")) -> ChainSpace:
         ),
         exposed_k=10,
     )
+
+
+def format_cost_table(chains: Sequence[Chain], costs: np.ndarray, rows: int = 6) -> str:
+    """The cheapest, a spread of middle, and the most expensive chains with q_j in MFLOPs."""
+    order = np.argsort(costs, kind="stable")
+    picks = np.unique(np.linspace(0, len(order) - 1, num=min(rows, len(order))).round().astype(int))
+    lines = [f"{'chain':<34} {'MFLOPs/request':>15} {'x cheapest':>11}"]
+    for p in picks:
+        j = order[p]
+        lines.append(f"{chains[j].id:<34} {costs[j] / 1e6:>15.2f} {costs[j] / costs[order[0]]:>11.1f}")
+    return "\n".join(lines)

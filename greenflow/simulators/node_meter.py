@@ -16,7 +16,8 @@ N workers on one node each reading them would count the node's energy N times. I
 Ray prefixes them: Prometheus sees ``ray_greenflow_energy_joules_total``,
 ``ray_greenflow_power_watts``, ``ray_greenflow_carbon_grams_total``. Jobs and Serve apps
 count their work with :class:`FlopsMetric` → ``ray_greenflow_flops_total`` (app, stage,
-model).
+model). The names, tags and help texts are declared once, in
+``greenflow.serve_apps.metric_names``.
 
 Overhead: the sampling thread sleeps on an ``Event`` between reads; one read is a few
 sysfs/psutil/NVML calls (well under a millisecond), so at the default 5 s interval the
@@ -45,6 +46,13 @@ from greenflow.platform.energy import (
     make_node_meter,
     seconds_since_midnight,
 )
+from greenflow.serve_apps.metric_names import (
+    CARBON_GRAMS,
+    ENERGY_JOULES,
+    FLOPS,
+    POWER_WATTS,
+    MetricName,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +60,10 @@ NAMESPACE = "greenflow"  # fixed, so that every job finds the meters another job
 ACTOR_NAME_PREFIX = "greenflow-node-meter-"
 METER_NUM_CPUS = 0.01
 DEFAULT_INTERVAL_S = 5.0
-_TAG_KEYS = ("node", "device", "source")
+
+
+def _counter(metric: MetricName) -> Counter:
+    return Counter(metric.name, description=metric.description, tag_keys=metric.tag_keys)
 
 
 def meter_actor_name(node_id: str) -> str:
@@ -84,21 +95,11 @@ class NodeMeter:
         self._meter = make_node_meter(
             powercap_root=Path(config.powercap_root), estimate=config.estimate
         )
-        self._energy = Counter(
-            "greenflow_energy_joules",
-            description="Device energy in J (PUE not included), by node, device and source.",
-            tag_keys=_TAG_KEYS,
-        )
+        self._energy = _counter(ENERGY_JOULES)
         self._power = Gauge(
-            "greenflow_power_watts",
-            description="Mean device power in W over the last sampling window.",
-            tag_keys=_TAG_KEYS,
+            POWER_WATTS.name, description=POWER_WATTS.description, tag_keys=POWER_WATTS.tag_keys
         )
-        self._carbon = Counter(
-            "greenflow_carbon_grams",
-            description="Emissions in gCO2eq (PUE and grid carbon intensity included).",
-            tag_keys=_TAG_KEYS,
-        )
+        self._carbon = _counter(CARBON_GRAMS)
         self._lock = threading.Lock()
         self._energy_j: dict[str, float] = dict.fromkeys(self._meter.devices, 0.0)
         self._carbon_g = 0.0
@@ -251,11 +252,7 @@ class FlopsMetric:
 
     def __init__(self, app: str) -> None:
         self.app = app
-        self._counter = Counter(
-            "greenflow_flops",
-            description="Floating-point operations done, by app, cascade stage and model.",
-            tag_keys=("app", "stage", "model"),
-        )
+        self._counter = _counter(FLOPS)
 
     def record(self, flops: float, *, stage: str, model: str) -> None:
         """Add ``flops`` FLOPs done by ``model`` in ``stage``."""

@@ -30,7 +30,7 @@ from greenflow.platform.models.features import Context, FeatureSet
 class DSSMConfig:
     embed_dim: int = 4
     hidden: int = 16
-    out_dim: int = 8
+    out_dim: int = 4
 
 
 class DSSM(CascadeModel):

@@ -1,0 +1,166 @@
+"""Every Ray metric GreenFlow exports, or will export, declared once.
+
+Code that creates a metric (``ray.util.metrics.Counter(NAME.name, ...)``) and everything
+that queries one (the Grafana dashboard ``serve_apps/grafana/greenflow_pfec.json``,
+``greenflow pfec report --prometheus``, the docs) takes the name from here, so a rename
+cannot leave a dashboard panel silently empty; ``tests/serve_apps/test_grafana_dashboard.py``
+checks the dashboard against :data:`PROMETHEUS_NAMES`.
+
+Names here are what ``ray.util.metrics`` is given. Prometheus sees them with Ray's ``ray_``
+prefix, and counters with OpenMetrics' ``_total`` suffix (a counter ``greenflow_flops`` is
+scraped as ``ray_greenflow_flops_total``); :attr:`MetricName.prometheus_names` spells that
+out. Ray adds its own labels to every series (``SessionName``, ``NodeAddress``,
+``WorkerId``, ``Component``, ``Version``); the ``tag_keys`` below are ours.
+
+Serving (Ray Serve allocator and dual-price driver) does not exist yet: its metrics are
+``planned=True`` and are the names the serving code must use.
+
+No Ray import: this module is read by tests and tools that never start Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+RAY_PREFIX = "ray_"  # Ray's Prometheus exporter namespace
+
+
+class MetricKind(StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True)
+class MetricName:
+    """One exported metric: its Ray name, kind, tag keys, and who exports it."""
+
+    name: str  # as passed to ray.util.metrics, e.g. "greenflow_energy_joules"
+    kind: MetricKind
+    tag_keys: tuple[str, ...]
+    description: str  # the Prometheus HELP text; says the unit
+    exporter: str  # the module (or planned component) that records it
+    planned: bool = False  # declared for code that does not exist yet
+
+    @property
+    def prometheus_name(self) -> str:
+        """The series name a PromQL query uses (a histogram's ``_bucket`` series)."""
+        return self.prometheus_names[0]
+
+    @property
+    def prometheus_names(self) -> tuple[str, ...]:
+        """Every series name Prometheus stores for this metric."""
+        base = RAY_PREFIX + self.name
+        if self.kind is MetricKind.COUNTER:
+            return (f"{base}_total",)
+        if self.kind is MetricKind.HISTOGRAM:
+            return (f"{base}_bucket", f"{base}_sum", f"{base}_count")
+        return (base,)
+
+
+_NODE_TAGS = ("node", "device", "source")  # node id, "cpu:0"/"gpu:1"/…, nvml|rapl|estimate
+_NODE_METER = "greenflow.simulators.node_meter.NodeMeter"
+_DRIVER = "serve_apps dual-price driver actor"
+_ALLOCATOR = "serve_apps allocator ingress"
+
+ENERGY_JOULES = MetricName(
+    "greenflow_energy_joules",
+    MetricKind.COUNTER,
+    _NODE_TAGS,
+    "Device energy in J (PUE not included), by node, device and source.",
+    _NODE_METER,
+)
+POWER_WATTS = MetricName(
+    "greenflow_power_watts",
+    MetricKind.GAUGE,
+    _NODE_TAGS,
+    "Mean device power in W over the last sampling window.",
+    _NODE_METER,
+)
+CARBON_GRAMS = MetricName(
+    "greenflow_carbon_grams",
+    MetricKind.COUNTER,
+    _NODE_TAGS,
+    "Emissions in gCO2eq (PUE and grid carbon intensity included).",
+    _NODE_METER,
+)
+FLOPS = MetricName(
+    "greenflow_flops",
+    MetricKind.COUNTER,
+    ("app", "stage", "model"),
+    "Floating-point operations done, by app, cascade stage and model.",
+    "greenflow.simulators.node_meter.FlopsMetric",
+)
+REQUESTS = MetricName(
+    "greenflow_requests",
+    MetricKind.COUNTER,
+    ("app", "chain"),  # chain id, e.g. "dssm@400>youtube_dnn@50>din@10": the chain choices
+    "Requests served, by app and the action chain chosen for them.",
+    _ALLOCATOR,
+    planned=True,
+)
+REQUEST_LATENCY_MS = MetricName(
+    "greenflow_request_latency_ms",
+    MetricKind.HISTOGRAM,
+    ("app",),
+    "End-to-end latency of /recommend in ms, allocation and all cascade stages included.",
+    _ALLOCATOR,
+    planned=True,
+)
+DUAL_PRICE = MetricName(
+    "greenflow_dual_price",
+    MetricKind.GAUGE,
+    ("app",),
+    "Dual price lambda in force: reward (clicks) per FLOP at the margin.",
+    _DRIVER,
+    planned=True,
+)
+WINDOW_BUDGET_FLOPS = MetricName(
+    "greenflow_window_budget_flops",
+    MetricKind.GAUGE,
+    ("app",),
+    "FLOPs budget C_t of the current allocation window.",
+    _DRIVER,
+    planned=True,
+)
+WINDOW_SPEND_FLOPS = MetricName(
+    "greenflow_window_spend_flops",
+    MetricKind.GAUGE,
+    ("app",),
+    "FLOPs spent so far in the current allocation window.",
+    _DRIVER,
+    planned=True,
+)
+
+ALL_METRICS: tuple[MetricName, ...] = (
+    ENERGY_JOULES,
+    POWER_WATTS,
+    CARBON_GRAMS,
+    FLOPS,
+    REQUESTS,
+    REQUEST_LATENCY_MS,
+    DUAL_PRICE,
+    WINDOW_BUDGET_FLOPS,
+    WINDOW_SPEND_FLOPS,
+)
+
+# Every series name a query may use; the dashboard test checks against this set.
+PROMETHEUS_NAMES: frozenset[str] = frozenset(n for m in ALL_METRICS for n in m.prometheus_names)
+
+__all__ = [
+    "ALL_METRICS",
+    "CARBON_GRAMS",
+    "DUAL_PRICE",
+    "ENERGY_JOULES",
+    "FLOPS",
+    "POWER_WATTS",
+    "PROMETHEUS_NAMES",
+    "RAY_PREFIX",
+    "REQUESTS",
+    "REQUEST_LATENCY_MS",
+    "WINDOW_BUDGET_FLOPS",
+    "WINDOW_SPEND_FLOPS",
+    "MetricKind",
+    "MetricName",
+]

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from greenflow.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> list[list[str]]:
+    return [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["train-cascade"], ["demo"]]
+
+
+@pytest.mark.parametrize("words", _subcommands())
+def test_every_command_explains_itself(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*words, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: greenflow" in out and len(out.splitlines()) > 3
+
+
+def test_missing_ali_ccp_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "greenflow.cli", "data", "prepare", "--dataset", "ali-ccp",
+         "--path", "missing.csv", "--run-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["greenflow: error: missing.csv: file not found"]
+
+
+def test_train_cascade_without_data_says_what_to_run(tmp_path: Path, capsys) -> None:
+    assert main(["train-cascade", "--run-dir", str(tmp_path)]) == 2
+    assert "greenflow data prepare" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text("pool:\n  train: {epochs: 2, batch_size: 128}\n")
+    run = tmp_path / "run"
+    common = ["--dataset", "synthetic", "--run-dir", str(run), "--config", str(config)]
+    assert main(["data", "prepare", *common, "--users", "150", "--items", "80", "--seed", "3"]) == 0
+    meta = json.loads((run / "data" / "meta.json").read_text())
+    assert meta["users"] == 150 and meta["requests"] > 150
+
+    assert main(["train-cascade", *common]) == 0
+    doc = json.loads((run / "model_pool.json").read_text())
+    assert doc["dataset"] == "synthetic" and "multiply-add" in doc["flops_convention"]
+    assert [m["name"] for m in doc["models"]] == ["dssm", "youtube_dnn", "din", "dien"]
+    for m in doc["models"]:
+        assert {"name", "stage", "flops_per_item", "flops_per_request", "params", "val_auc",
+                "weights", "sha256"} <= set(m)  # fmt: skip
+        assert m["flops_per_item"] > 0 and 0.0 <= m["val_auc"] <= 1.0
+        assert (run / m["weights"]).is_file()
+    assert doc["config"]["pool"]["train"]["epochs"] == 2  # the resolved config is saved
+
+    from greenflow.platform.models.pool import load_pool
+
+    pool = load_pool(run)
+    assert set(pool.models) == {"dssm", "youtube_dnn", "din", "dien"}
+    (run / doc["models"][0]["weights"]).write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        load_pool(run)
