@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from greenflow.platform.energy import (
+    DEFAULT_CARBON_INTENSITY_G_PER_KWH,
+    DEFAULT_PUE,
     Clock,
     EnergyMeter,
     EstimateConfig,
@@ -195,29 +197,27 @@ def pfec_report(
     outputs = read_run_outputs(run_dir)
     records = collect_pfec_records(outputs)
     repriced = pue is not None or carbon_intensity_g_per_kwh is not None
-    live_config = PFECConfig(
-        **({} if pue is None else {"pue": pue}),
-        **(
-            {}
+    config = PFECConfig(
+        pue=DEFAULT_PUE if pue is None else pue,
+        carbon_intensity_g_per_kwh=(
+            DEFAULT_CARBON_INTENSITY_G_PER_KWH
             if carbon_intensity_g_per_kwh is None
-            else {"carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh}
+            else carbon_intensity_g_per_kwh
         ),
     )
+    constants = f"PUE {config.pue:g}, {config.carbon_intensity_g_per_kwh:g} gCO2eq/kWh"
     if repriced:
-        records = [reprice(r, live_config) for r in records]
+        records = [reprice(r, config) for r in records]
+        how = f"re-priced at {constants}"
+    else:
+        how = "PUE and carbon intensity as recorded with each result"
+        if prometheus:
+            how += f"; live rows at {constants}"
     for url in prometheus:
-        records.append(
-            live_record(f"live {url}", parse_exposition(scrape(url, timeout_s)), live_config)
-        )
+        records.append(live_record(f"live {url}", parse_exposition(scrape(url, timeout_s)), config))
 
     lines = []
     if records:
-        how = (
-            f"re-priced at PUE {live_config.pue:g}, carbon intensity "
-            f"{live_config.carbon_intensity_g_per_kwh:g} gCO2eq/kWh"
-            if repriced
-            else "PUE and carbon intensity as recorded with each result"
-        )
         lines += [f"PFEC of {run_dir} ({how}):", format_pfec_table(records)]
     else:
         files = ", ".join(outputs) or "none"
@@ -270,12 +270,12 @@ def make_batch(
 ) -> tuple[Context, torch.Tensor]:
     """A random batch: contexts (B requests, full-length histories) and items (B, n)."""
     rng = np.random.default_rng(seed)
-    user_feats = np.stack(
-        [rng.integers(0, spec.vocab_size, batch_size) for spec in features.user], axis=1
-    ).reshape(batch_size, len(features.user))
+    user_feats = np.zeros((batch_size, len(features.user)), dtype=np.int64)
+    for j, spec in enumerate(features.user):
+        user_feats[:, j] = rng.integers(0, spec.vocab_size, batch_size)
     # Full-length histories: the FLOPs of model_pool.json were measured at L = max_history.
     history = rng.integers(1, features.num_items + 1, (batch_size, features.max_history))
-    ctx = make_context(user_feats.astype(np.int64), history.astype(np.int64))
+    ctx = make_context(user_feats, history.astype(np.int64))
     if whole_corpus:
         items = torch.arange(1, n_items + 1).expand(batch_size, n_items)
     else:

@@ -201,7 +201,7 @@ def test_report_reads_pfec_blocks_and_reprices(
 
     assert main(["pfec", "report", "--run-dir", str(tmp_path), "--pue", "2"]) == 0
     out = capsys.readouterr().out
-    assert "re-priced at PUE 2, carbon intensity 615" in out
+    assert "re-priced at PUE 2, 615 gCO2eq/kWh" in out
     greenflow_row = next(line for line in out.splitlines() if "offline_eval/greenflow" in line)
     assert " 7.2e+06 " in greenflow_row  # 1 kWh of device energy × PUE 2, in J
     assert " 1230 " in greenflow_row  # 2 kWh × 615 gCO2eq/kWh
