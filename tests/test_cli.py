@@ -17,7 +17,9 @@ def _subcommands() -> list[list[str]]:
 
 
 @pytest.mark.parametrize("words", _subcommands())
-def test_every_command_explains_itself(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_command_explains_itself(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*words, "--help"])
     assert exit_info.value.code == 0

@@ -25,6 +25,7 @@ def test_import_platform_from_repo_root_gives_the_standard_library() -> None:
 
 def test_no_top_level_platform_package_or_module() -> None:
     assert not (REPO / "platform").exists() and not (REPO / "platform.py").exists()
-    assert not (REPO / "tests" / "platform" / "__init__.py").exists() or (
-        REPO / "tests" / "__init__.py"
-    ).exists(), "tests/ must be a package so tests/platform never becomes top-level"
+    assert (
+        not (REPO / "tests" / "platform" / "__init__.py").exists()
+        or (REPO / "tests" / "__init__.py").exists()
+    ), "tests/ must be a package so tests/platform never becomes top-level"

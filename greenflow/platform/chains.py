@@ -139,5 +139,7 @@ def format_cost_table(chains: Sequence[Chain], costs: np.ndarray, rows: int = 6)
     lines = [f"{'chain':<34} {'MFLOPs/request':>15} {'x cheapest':>11}"]
     for p in picks:
         j = order[p]
-        lines.append(f"{chains[j].id:<34} {costs[j] / 1e6:>15.2f} {costs[j] / costs[order[0]]:>11.1f}")
+        lines.append(
+            f"{chains[j].id:<34} {costs[j] / 1e6:>15.2f} {costs[j] / costs[order[0]]:>11.1f}"
+        )
     return "\n".join(lines)

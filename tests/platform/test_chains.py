@@ -31,7 +31,8 @@ def test_default_space_has_38_chains_all_satisfying_the_constraints() -> None:
 @pytest.mark.parametrize("n_stages", [1, 2, 4])
 def test_generator_is_generic_in_stages_and_pools(n_stages: int) -> None:
     stages = tuple(
-        StageSpace(f"s{i}", tuple(f"m{i}{j}" for j in range(i + 1)), (5, 10, 20)) for i in range(n_stages)
+        StageSpace(f"s{i}", tuple(f"m{i}{j}" for j in range(i + 1)), (5, 10, 20))
+        for i in range(n_stages)
     )
     chains = generate_chains(ChainSpace(stages, exposed_k=5))
     feasible_scales = sum(
@@ -69,7 +70,9 @@ def test_cost_is_sum_of_per_item_times_scored_items_plus_fixed() -> None:
     chain = Chain((Action("r", 40), Action("p", 20), Action("k", 10)))
     # recall scores the corpus (N = 1000), prerank 40, rank 20
     assert chain_cost(chain, flops, 1000) == 100 + 2 * 1000 + 10 + 50 * 40 + 1 + 1000 * 20
-    costs = chain_costs([chain, Chain((Action("r", 40), Action("p", 10), Action("k", 10)))], flops, 1000)
+    costs = chain_costs(
+        [chain, Chain((Action("r", 40), Action("p", 10), Action("k", 10)))], flops, 1000
+    )
     assert costs[1] < costs[0]
     with pytest.raises(KeyError, match="no measured FLOPs"):
         chain_cost(Chain((Action("x", 10),)), flops, 1000)

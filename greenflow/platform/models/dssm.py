@@ -65,5 +65,7 @@ class DSSM(CascadeModel):
     @torch.no_grad()
     def prepare_for_serving(self) -> None:
         self.index = None
-        all_items = torch.arange(self.features.num_items + 1)
+        all_items = torch.arange(
+            self.features.num_items + 1, device=self.item_emb.ids.weight.device
+        )
         self.index = self.item_tower(self.item_emb(all_items))

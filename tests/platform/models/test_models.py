@@ -24,7 +24,9 @@ def test_scores_have_shape_batch_by_items(model, context) -> None:
 def test_encode_then_score_equals_forward(model, context) -> None:
     items = torch.randint(1, 31, (3, 5))
     with torch.no_grad():
-        torch.testing.assert_close(model.score(model.encode_user(context), items), model(context, items))
+        torch.testing.assert_close(
+            model.score(model.encode_user(context), items), model(context, items)
+        )
 
 
 def test_per_request_scores_do_not_depend_on_the_rest_of_the_batch(model, context) -> None:
@@ -55,7 +57,9 @@ def test_serving_index_matches_training_path(features, context) -> None:
 
 
 def test_wrong_number_of_user_fields_raises_with_shapes(model, features) -> None:
-    ctx = make_context(np.ones((2, 5), dtype=np.int64), pad_histories([[1], [2]], features.max_history))
+    ctx = make_context(
+        np.ones((2, 5), dtype=np.int64), pad_histories([[1], [2]], features.max_history)
+    )
     with pytest.raises(ValueError, match="fields"):
         model(ctx, torch.ones(2, 3, dtype=torch.int64))
 
@@ -63,7 +67,9 @@ def test_wrong_number_of_user_fields_raises_with_shapes(model, features) -> None
 def test_models_train_one_step(model, context) -> None:
     model.train()
     items = torch.randint(1, 31, (3, 2))
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(context, items), torch.ones(3, 2))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        model(context, items), torch.ones(3, 2)
+    )
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -25,10 +25,19 @@ def test_auc_needs_both_classes() -> None:
 
 def test_samples_history_is_clicks_strictly_before_the_event() -> None:
     inter = pd.DataFrame(
-        {"user_id": [1, 1, 1, 1], "item_id": [3, 4, 5, 6], "ts": [10, 10, 20, 30], "label": [1, 1, 0, 1]}
+        {
+            "user_id": [1, 1, 1, 1],
+            "item_id": [3, 4, 5, 6],
+            "ts": [10, 10, 20, 30],
+            "label": [1, 1, 0, 1],
+        }
     )
-    features = FeatureSet((FeatureSpec("f", 2),), (FeatureSpec("g", 2),), num_items=9, max_history=3)
-    s = build_samples(inter, np.zeros((2, 1), np.int64), np.array([1]), features, negatives=2, seed=0)
+    features = FeatureSet(
+        (FeatureSpec("f", 2),), (FeatureSpec("g", 2),), num_items=9, max_history=3
+    )
+    s = build_samples(
+        inter, np.zeros((2, 1), np.int64), np.array([1]), features, negatives=2, seed=0
+    )
     assert s.history.tolist() == [[0, 0, 0], [0, 0, 0], [0, 3, 4], [0, 3, 4]]
     assert s.items[:, 0].tolist() == [3, 4, 5, 6]
     assert s.labels[:, 0].tolist() == [1, 1, 0, 1] and (s.labels[:, 1:] == 0).all()
@@ -44,11 +53,15 @@ def test_training_learns_a_preference_signal() -> None:
         for t, i in enumerate(rng.choice(np.arange(1, n_items + 1), 12, replace=False)):
             rows.append((u, int(i), t, int(i % 2 == 0)))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "ts", "label"])
-    features = FeatureSet((FeatureSpec("f", 2),), (FeatureSpec("g", 2),), num_items=n_items, max_history=5)
+    features = FeatureSet(
+        (FeatureSpec("f", 2),), (FeatureSpec("g", 2),), num_items=n_items, max_history=5
+    )
     users = np.zeros((n_users + 1, 1), np.int64)
     train = build_samples(inter, users, np.arange(1, 151), features, 2, seed=0)
     val = build_samples(inter, users, np.arange(151, 201), features, 2, seed=1)
     model = YoutubeDNN(features)
-    result = train_model(model, train, val, CascadeTrainConfig(epochs=6, batch_size=64, lr=1e-2), log=lambda _: None)
+    result = train_model(
+        model, train, val, CascadeTrainConfig(epochs=6, batch_size=64, lr=1e-2), log=lambda _: None
+    )
     assert result.val_auc > 0.75
     assert 1 <= result.best_epoch <= result.epochs_run <= 6
