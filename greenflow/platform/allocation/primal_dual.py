@@ -1,0 +1,393 @@
+"""Algorithm 1, dynamic primal-dual allocation (DESIGN.md §2), and its replay over a stream.
+
+Time is cut into windows of ``window_s`` seconds. Online, every request of window t is
+served j*(i, λ_t) (``choose``). Nearline, when window t closes, its samples (Q_i·, q) and
+the next window's budget C_{t+1} give λ_{t+1} by projected dual (sub)gradient steps
+
+    λ ← max(0, λ − η (C_{t+1} − Σ_i q_{j*(i,λ)}) / C_{t+1})
+
+or by the exact solve on those samples, then optional exponential smoothing. A per-window
+``SpendGuard`` serves the cheapest chain once the window's spend passes C_t (1 + ε), so a
+traffic spike costs at most the cheapest chain per extra request; its overspend is
+reported in every window record.
+
+Units: Q clicks, q and budgets FLOPs, λ and η clicks per FLOP, times seconds. Time comes
+from explicit timestamps or an injected clock, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from greenflow.platform.allocation.decision import (
+    CostSorted,
+    as_costs,
+    as_rewards,
+    chain_flops,
+    choose,
+    chosen_rewards,
+)
+from greenflow.platform.allocation.exact import solve_exact
+
+Clock = Callable[[], float]  # seconds; injected so tests can fake time
+BudgetSchedule = float | Callable[[float], float]  # FLOPs of the window starting at t (s)
+
+
+class DualPriceController:
+    """Nearline update of the dual price λ (clicks/FLOP), scikit-learn style.
+
+    Parameters are only stored here; ``fit`` (optional warm start: λ* of training
+    samples) and ``update`` (one window) set the learned ``dual_price_``.
+
+    step_size: η in clicks/FLOP for ``method="gradient"``; None uses the λ from ``fit``
+        (a relative step of 1). ``n_steps`` gradient steps are taken per window.
+    method: "gradient" (projected dual-gradient steps) or "exact" (re-solve the window).
+    smoothing: weight of the previous λ, in [0, 1): λ ← s λ_old + (1 − s) λ_new.
+    initial_price: λ used before any ``fit`` or ``update``.
+    """
+
+    def __init__(
+        self,
+        step_size: float | None = None,
+        method: Literal["gradient", "exact"] = "gradient",
+        smoothing: float = 0.0,
+        n_steps: int = 1,
+        initial_price: float = 0.0,
+    ) -> None:
+        self.step_size = step_size
+        self.method = method
+        self.smoothing = smoothing
+        self.n_steps = n_steps
+        self.initial_price = initial_price
+
+    def price(self) -> float:
+        """The current λ: the learned ``dual_price_`` or, before any update, the initial one."""
+        return float(getattr(self, "dual_price_", self.initial_price))
+
+    def fit(self, Q: np.ndarray, q: np.ndarray, budget_flops: float) -> DualPriceController:
+        """Warm start: λ* of training samples (Q (N, J) clicks, q FLOPs) at budget C."""
+        self._check_params()
+        self.dual_price_ = solve_exact(Q, q, budget_flops).dual_price
+        self.fit_price_ = self.dual_price_
+        self.n_updates_ = 0
+        return self
+
+    def update(self, Q_window: np.ndarray, q: np.ndarray, next_budget_flops: float) -> float:
+        """λ for the next window from this window's samples and the next budget (FLOPs).
+
+        An empty window carries no information about spend, so λ is kept.
+        """
+        self._check_params()
+        lam = self.price()
+        Q = as_rewards(Q_window)
+        q = as_costs(q, Q.shape)
+        budget = float(next_budget_flops)
+        if not budget > 0:
+            raise ValueError(f"next window budget must be > 0 FLOPs, got {budget}")
+        if Q.shape[0]:
+            if self.method == "exact":
+                target = solve_exact(Q, q, budget).dual_price
+            else:
+                eta = self._eta()
+                view = CostSorted(Q, q)
+                target = lam
+                for _ in range(self.n_steps):
+                    (pos,) = view.positions([target])
+                    spend = float(view.cost(pos).sum())
+                    # Normalised by the budget, so η keeps its meaning as C changes.
+                    target = max(0.0, target - eta * (budget - spend) / budget)
+            lam = self.smoothing * lam + (1.0 - self.smoothing) * target
+        self.dual_price_ = lam
+        self.n_updates_ = getattr(self, "n_updates_", 0) + 1
+        return lam
+
+    def _eta(self) -> float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        if not hasattr(self, "fit_price_") or self.fit_price_ <= 0:
+            raise ValueError("step_size=None takes η from fit(); call fit() with a binding budget")
+        return float(self.fit_price_)
+
+    def _check_params(self) -> None:
+        if self.method not in ("gradient", "exact"):
+            raise ValueError(f"method must be 'gradient' or 'exact', got {self.method!r}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if self.n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {self.n_steps}")
+        if self.step_size is not None and not self.step_size >= 0:
+            raise ValueError(f"step_size must be >= 0 clicks/FLOP, got {self.step_size}")
+        if not self.initial_price >= 0:
+            raise ValueError(f"initial_price must be >= 0 clicks/FLOP, got {self.initial_price}")
+
+
+class SpendGuard:
+    """One window's safety net: the cheapest chain once spend passes C (1 + ε).
+
+    Requests are admitted in arrival order; the request that crosses the limit is still
+    served its chosen chain, every later one its cheapest (higher Q among equal least
+    costs). So spend ≤ C (1 + ε) + max_j q_j + guard_requests · min_j q_j.
+    """
+
+    def __init__(self, budget_flops: float, tolerance: float = 0.05) -> None:
+        if not tolerance >= 0:
+            raise ValueError(f"guard tolerance must be >= 0, got {tolerance}")
+        self.budget_flops = float(budget_flops)
+        self.tolerance = float(tolerance)
+        self.spend_flops = 0.0
+        self.requests = 0
+        self.guard_requests = 0  # requests sent to the cheapest chain by the guard
+
+    @property
+    def limit_flops(self) -> float:
+        return self.budget_flops * (1.0 + self.tolerance)
+
+    @property
+    def overspend_flops(self) -> float:
+        """Spend above the budget C (not above the limit), never hidden."""
+        return max(0.0, self.spend_flops - self.budget_flops)
+
+    def serve(self, Q: np.ndarray, q: np.ndarray, dual_price: float) -> np.ndarray:
+        """Chains (N,) for requests Q (N, J) in arrival order at price λ, guard applied."""
+        Q = as_rewards(Q)
+        q = as_costs(q, Q.shape)
+        return self.admit(Q, q, choose(Q, q, dual_price))
+
+    def admit(self, Q: np.ndarray, q: np.ndarray, choice: np.ndarray) -> np.ndarray:
+        """Apply the guard to chains already chosen for requests in arrival order."""
+        choice = np.asarray(choice)
+        cost = chain_flops(q, choice)
+        # Spend before each request if none were guarded; guarding starts at the first
+        # request that finds the limit already passed, and every later one is guarded too.
+        before = self.spend_flops + np.concatenate(([0.0], np.cumsum(cost)[:-1]))
+        first = int(np.searchsorted(before, self.limit_flops, side="right"))
+        if first < choice.shape[0]:
+            choice = choice.copy()
+            rest = slice(first, None)
+            cheap = choose(Q[rest], q if q.ndim == 1 else q[rest], math.inf)
+            choice[rest] = cheap
+            cost = cost.copy()
+            cost[rest] = chain_flops(q if q.ndim == 1 else q[rest], cheap)
+            self.guard_requests += choice.shape[0] - first
+        self.spend_flops += float(cost.sum())
+        self.requests += int(choice.shape[0])
+        return choice
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """What happened in one window; ``as_dict`` gives the loadtest.json keys."""
+
+    t_s: float  # window start
+    spend_flops: float
+    budget_flops: float
+    dual_price: float  # λ used online in this window, clicks/FLOP
+    requests: int
+    guard_requests: int
+    overspend_flops: float
+    reward: float  # Σ Q of the served chains, estimated clicks
+    clicks: float | None = None  # Σ true reward of the served chains, when known
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "t": self.t_s,
+            "spend": self.spend_flops,
+            "budget": self.budget_flops,
+            "dual_price": self.dual_price,
+            "requests": self.requests,
+            "guard_requests": self.guard_requests,
+            "overspend": self.overspend_flops,
+            "reward": self.reward,
+            "clicks": self.clicks,
+        }
+
+
+class WindowedAllocator:
+    """Algorithm 1 online: serve with λ_t and the guard; update λ nearline at window ends.
+
+    Window k covers [start_s + k·window_s, start_s + (k+1)·window_s); the first request
+    fixes start_s unless given. Time is ``now_s`` when passed, else ``clock()``. Windows
+    with no requests are recorded too (λ unchanged). The controller is updated in place.
+    """
+
+    def __init__(
+        self,
+        controller: DualPriceController,
+        window_s: float,
+        budget_flops: BudgetSchedule,
+        guard_tolerance: float = 0.05,
+        clock: Clock = time.monotonic,
+        start_s: float | None = None,
+    ) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0 seconds, got {window_s}")
+        self.controller = controller
+        self.window_s = float(window_s)
+        self.budget_flops = budget_flops
+        self.guard_tolerance = guard_tolerance
+        self.clock = clock
+        self.start_s = start_s
+        self.records: list[WindowRecord] = []
+        self._window = -1  # index of the open window; -1 before the first request
+        self._guard: SpendGuard | None = None
+        self._samples_Q: list[np.ndarray] = []
+        self._samples_q: list[np.ndarray] = []
+        self._reward = 0.0
+        self._clicks: float | None = None
+
+    def window_budget_flops(self, t_s: float) -> float:
+        """Budget (FLOPs) of the window starting at ``t_s``."""
+        if callable(self.budget_flops):
+            return float(self.budget_flops(t_s))
+        return float(self.budget_flops)
+
+    def serve(
+        self,
+        Q: np.ndarray,
+        q: np.ndarray,
+        now_s: float | None = None,
+        clicks: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Chains (N,) for requests Q (N, J) arriving now, in order; ``clicks`` (N, J) true
+        rewards are only accounted (simulation), never used to decide."""
+        Q = as_rewards(Q)
+        q = as_costs(q, Q.shape)
+        self.advance(now_s)
+        assert self._guard is not None
+        choice = self._guard.serve(Q, q, self.controller.price())
+        self._samples_Q.append(Q)
+        self._samples_q.append(q)
+        self._reward += float(chosen_rewards(Q, choice).sum())
+        if clicks is not None:
+            self._clicks = (self._clicks or 0.0) + float(chosen_rewards(clicks, choice).sum())
+        return choice
+
+    def advance(self, now_s: float | None = None) -> list[WindowRecord]:
+        """Close every window that ended by ``now_s`` (default: the clock); returns their records."""
+        now = float(self.clock() if now_s is None else now_s)
+        if self.start_s is None:
+            self.start_s = now
+        index = math.floor((now - self.start_s) / self.window_s)
+        if index < self._window:
+            raise ValueError(f"time went backwards: {now} s is before the open window")
+        closed: list[WindowRecord] = []
+        if self._window < 0:
+            self._open(index)
+        while self._window < index:
+            closed.append(self._close())
+            self._open(self._window + 1)
+        return closed
+
+    def close(self) -> WindowRecord | None:
+        """Close the open window at the end of a stream; returns its record."""
+        if self._window < 0:
+            return None
+        record = self._close()
+        self._window = -1
+        return record
+
+    def state(self) -> dict[str, float]:
+        """λ, the open window's start, spend, budget and utilisation (for /allocator/state)."""
+        guard = self._guard
+        spend = guard.spend_flops if guard else 0.0
+        budget = guard.budget_flops if guard else math.nan
+        return {
+            "dual_price": self.controller.price(),
+            "window_start_s": self._t(self._window) if self._window >= 0 else math.nan,
+            "spend_flops": spend,
+            "budget_flops": budget,
+            "utilisation": spend / budget if budget and budget > 0 else math.nan,
+        }
+
+    def _t(self, window: int) -> float:
+        assert self.start_s is not None
+        return self.start_s + window * self.window_s
+
+    def _open(self, window: int) -> None:
+        self._window = window
+        self._guard = SpendGuard(self.window_budget_flops(self._t(window)), self.guard_tolerance)
+        self._samples_Q, self._samples_q = [], []
+        self._reward, self._clicks = 0.0, None
+
+    def _close(self) -> WindowRecord:
+        guard = self._guard
+        assert guard is not None
+        record = WindowRecord(
+            t_s=self._t(self._window),
+            spend_flops=guard.spend_flops,
+            budget_flops=guard.budget_flops,
+            dual_price=self.controller.price(),
+            requests=guard.requests,
+            guard_requests=guard.guard_requests,
+            overspend_flops=guard.overspend_flops,
+            reward=self._reward,
+            clicks=self._clicks,
+        )
+        self.records.append(record)
+        if self._samples_Q:
+            # Nearline: this window's samples and the next window's budget give λ_{t+1}.
+            Q = np.concatenate(self._samples_Q)
+            first = self._samples_q[0]
+            if all(c.ndim == 1 and np.array_equal(c, first) for c in self._samples_q):
+                q = first
+            else:  # costs changed within the window or are per request: one row each
+                pairs = zip(self._samples_q, self._samples_Q, strict=True)
+                q = np.concatenate([np.broadcast_to(c, b.shape) for c, b in pairs])
+            self.controller.update(Q, q, self.window_budget_flops(self._t(self._window + 1)))
+        return record
+
+
+def replay(
+    Q: np.ndarray,
+    q: np.ndarray,
+    arrival_s: np.ndarray,
+    *,
+    window_s: float,
+    budget_flops: BudgetSchedule,
+    controller: DualPriceController,
+    guard_tolerance: float = 0.05,
+    clicks: np.ndarray | None = None,
+    start_s: float | None = None,
+) -> list[WindowRecord]:
+    """Run Algorithm 1 over a recorded stream; per-window records in time order.
+
+    Q (N, J) clicks, q (J,) or (N, J) FLOPs, arrival_s (N,) non-decreasing seconds,
+    budget per window in FLOPs (a constant or a function of the window start). Windows
+    start at ``start_s`` (default: the first arrival). ``controller`` is updated in place.
+    """
+    Q = as_rewards(Q)
+    q = as_costs(q, Q.shape)
+    arrival = np.asarray(arrival_s, dtype=np.float64)
+    if arrival.shape != (Q.shape[0],):
+        raise ValueError(f"arrival_s must be ({Q.shape[0]},), got {arrival.shape}")
+    if arrival.size and np.any(np.diff(arrival) < 0):
+        raise ValueError("arrival_s must be non-decreasing")
+    if clicks is not None and np.shape(clicks) != Q.shape:
+        raise ValueError(f"clicks must have the shape of Q {Q.shape}, got {np.shape(clicks)}")
+
+    def no_clock() -> float:
+        raise AssertionError("replay runs on the stream's timestamps, never on a clock")
+
+    allocator = WindowedAllocator(
+        controller, window_s, budget_flops, guard_tolerance, clock=no_clock, start_s=start_s
+    )
+    if not arrival.size:
+        return []
+    start = arrival[0] if start_s is None else float(start_s)
+    window = np.floor((arrival - start) / window_s)
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(window)) + 1, [arrival.size]))
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        allocator.serve(
+            Q[a:b],
+            q if q.ndim == 1 else q[a:b],
+            now_s=float(arrival[a]),
+            clicks=None if clicks is None else clicks[a:b],
+        )
+    allocator.close()
+    return allocator.records
