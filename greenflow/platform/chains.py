@@ -120,6 +120,22 @@ def chain_costs(
     return np.array([chain_cost(c, flops, corpus_size) for c in chains], dtype=np.float64)
 
 
+def stage_costs(
+    chains: Sequence[Chain], flops: Mapping[str, ModelFlops], corpus_size: int
+) -> np.ndarray:
+    """(J, S) FLOPs per request spent by each stage of each chain; rows sum to q_j."""
+    return np.array(
+        [
+            [
+                flops[a.model].cost(n)
+                for a, n in zip(c.actions, c.scored_items(corpus_size), strict=True)
+            ]
+            for c in chains
+        ],
+        dtype=np.float64,
+    )
+
+
 def default_space(rank_models: tuple[str, ...] = ("din", "dien")) -> ChainSpace:
     """The default ML-100k action space of the foundation issue: 5 × 4 × 2 scales/models."""
     return ChainSpace(
