@@ -18,6 +18,7 @@ from greenflow.config import DATASETS, Config, config_to_dict, load_config
 
 if TYPE_CHECKING:
     from greenflow.platform.energy import PFECConfig
+    from greenflow.platform.reward import RewardModelConfig, RewardTrainConfig
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +132,74 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         _log(f"  malformed request {bad['request_id']}: {bad['error']}")
     if doc["malformed"]:
         _log(f"  {len(doc['malformed'])} malformed request(s) reported in simulation.json")
+
+
+def _reward_configs(
+    config: Config, use_tuned: bool, epochs: int | None
+) -> tuple[RewardModelConfig, RewardTrainConfig, str | None]:
+    """(model config, train config, tuned file or None): defaults and YAML, then the
+    Tune result (when ``use_tuned`` and present), then ``epochs``."""
+    import dataclasses
+
+    from greenflow.platform.reward.store import configs_from_params, read_tuned, tuned_path
+
+    model_cfg, train_cfg, tuned_from = config.reward_model, config.reward, None
+    tuned = read_tuned(config.run_dir) if use_tuned else None
+    if tuned is not None:
+        model_cfg, train_cfg = configs_from_params(tuned["params"], model_cfg, train_cfg)
+        tuned_from = str(tuned_path(config.run_dir))
+        _log(f"using the tuned configuration from {tuned_from} (Tune val_loss "
+             f"{tuned['val_loss']:.4f}; --no-tuned to ignore)")  # fmt: skip
+    if epochs is not None:
+        train_cfg = dataclasses.replace(train_cfg, epochs=epochs)
+    return model_cfg, train_cfg, tuned_from
+
+
+def cmd_train_reward(args: argparse.Namespace) -> None:
+    from greenflow.platform.reward import VARIANTS
+    from greenflow.platform.reward.run import format_ablation_table, train_reward_variants
+
+    config = _config(args)
+    model_cfg, train_cfg, tuned_from = _reward_configs(config, not args.no_tuned, args.epochs)
+    if tuned_from is None and not args.no_tuned:
+        _log("no tuned configuration (greenflow tune reward): using the configured defaults")
+    variants = list(VARIANTS) if args.variant == "all" else [args.variant]
+    t0 = time.perf_counter()
+    doc = train_reward_variants(
+        config.run_dir, variants, model_cfg, train_cfg, _log, tuned_from,
+        extra={"dataset": config.dataset}, seeds=args.seeds,
+    )  # fmt: skip
+    _log(f"\nreward models ({config.dataset}, {doc['loss']} loss; validation = held-out users "
+         f"of the reward split, eval = eval split, all chains) in "
+         f"{time.perf_counter() - t0:.0f} s -> {config.run_dir / 'reward_model.json'}")  # fmt: skip
+    _log(format_ablation_table(doc))
+    _log(
+        f"overhead: the full reward model scores all {doc['data']['chains']} chains in "
+        f"{doc['overhead_flops_per_request'] / 1e6:.3f} MFLOPs per request = "
+        f"{doc['overhead_flops_ratio']:.3%} of the default chain "
+        f"{doc['default_chain']['id']} ({doc['default_chain']['flops'] / 1e6:.2f} MFLOPs)"
+    )
+
+
+def cmd_tune_reward(args: argparse.Namespace) -> None:
+    from greenflow.tune_configs.reward import RewardTuneConfig, format_best, run_reward_tune
+
+    config = _config(args)
+    # The search starts from the configured defaults, never from an earlier search.
+    model_cfg, train_cfg, _ = _reward_configs(config, use_tuned=False, epochs=None)
+    tune_cfg = RewardTuneConfig(
+        num_samples=args.num_samples,
+        variant=args.variant,
+        cpus_per_trial=args.cpus_per_trial,
+        searcher=args.searcher,
+        seed=args.seed,
+    )
+    doc = run_reward_tune(config.run_dir, tune_cfg, model_cfg, train_cfg, _log)
+    _log(f"\n{format_best(doc)}")
+    _log(
+        f"{len(doc['trials'])} trial(s) in {doc['wall_s']:.0f} s; best config -> "
+        f"{config.run_dir / 'tune' / 'reward_best.json'} (train-reward uses it; --no-tuned ignores it)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -331,6 +400,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--seed", type=int, default=0, help="seed of the chain sampling")  # fmt: skip
     simulate.set_defaults(func=cmd_simulate)
+
+    train_reward = sub.add_parser(
+        "train-reward",
+        help="train the reward model (or its ablations) on the simulated reward samples",
+    )
+    _common(train_reward)
+    train_reward.add_argument(
+        "--variant",
+        choices=["full", "no-recursion", "no-basis", "plain", "all"],
+        default="full",
+        help="ablation to train (default full; all: the four, for the ablation table)",
+    )
+    train_reward.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    train_reward.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="also train this many seeds in all and report mean ± std per metric (default 1)",
+    )
+    train_reward.add_argument(
+        "--no-tuned",
+        action="store_true",
+        help="ignore <run-dir>/tune/reward_best.json from `greenflow tune reward`",
+    )
+    train_reward.set_defaults(func=cmd_train_reward)
+
+    tune = sub.add_parser("tune", help="Ray Tune hyperparameter searches")
+    tune_sub = tune.add_subparsers(dest="tune_command", required=True, metavar="ACTION")
+    tune_reward = tune_sub.add_parser(
+        "reward", help="search reward-model hyperparameters (ASHA + Optuna); best -> tune/"
+    )
+    _common(tune_reward)
+    tune_reward.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    tune_reward.add_argument(
+        "--variant",
+        choices=["full", "no-recursion", "no-basis", "plain"],
+        default="full",
+        help="variant whose sizes are tuned (default full)",
+    )
+    tune_reward.add_argument(
+        "--cpus-per-trial", type=float, default=0.5, help="CPUs per trial (default 0.5)"
+    )
+    tune_reward.add_argument(
+        "--searcher",
+        choices=["optuna", "random"],
+        default="optuna",
+        help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
+    )
+    tune_reward.add_argument("--seed", type=int, default=0, help="searcher seed")
+    tune_reward.set_defaults(func=cmd_tune_reward)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
     demo.add_argument("--run-dir", type=Path, default=None, help="output directory")

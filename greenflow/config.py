@@ -31,6 +31,8 @@ import yaml
 from greenflow.platform.chains import ChainSpace, default_space
 from greenflow.platform.data.requests import RequestConfig, SplitFractions
 from greenflow.platform.models.pool import PoolConfig
+from greenflow.platform.reward.model import RewardModelConfig
+from greenflow.platform.reward.training import RewardTrainConfig
 
 DATASETS: tuple[str, ...] = ("movielens-100k", "ali-ccp", "synthetic")
 
@@ -62,6 +64,9 @@ class Config:
     requests: RequestConfig = field(default_factory=RequestConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     chains: ChainSpace = field(default_factory=default_space)
+    reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    # Sizes of the reward model; each variant sets its own ablation switches.
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:

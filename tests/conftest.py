@@ -1,13 +1,36 @@
-"""Shared fixtures. One Ray cluster per test session, started only by tests that ask for it."""
+"""Shared fixtures. One Ray cluster per test session, started only by tests that ask for it;
+a tiny prepared run directory (synthetic data + an untrained model pool) and, built from it
+without Ray, one with reward samples."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
+from greenflow.platform.chains import ChainSpace, StageSpace
+
+if TYPE_CHECKING:
+    from greenflow.config import Config
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+TINY_SPACE = ChainSpace(
+    (
+        StageSpace("recall", ("dssm",), (10, 30)),
+        StageSpace("prerank", ("youtube_dnn",), (5, 10)),
+        StageSpace("rank", ("din", "dien"), (5,)),
+    ),
+    exposed_k=5,
+)
+# Reward-split requests of ``reward_run`` keep this fraction of the chains (the paper's
+# data-sparsity setting), so training on sampled chains is exercised everywhere.
+REWARD_CHAIN_FRACTION = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +64,89 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("this unit test must not start Ray")
 
     monkeypatch.setattr(ray, "init", _refuse)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    import torch
+
+    from greenflow.config import default_config
+    from greenflow.platform.data.requests import RequestConfig, SplitFractions
+    from greenflow.platform.data.store import load_dataset, read_meta, write_prepared
+    from greenflow.platform.data.synthetic import SyntheticConfig, generate
+    from greenflow.platform.models.features import FeatureSet, item_feature_table
+    from greenflow.platform.models.flops import measure_model_flops
+    from greenflow.platform.models.pool import (
+        MODEL_KINDS,
+        ModelPool,
+        PoolEntry,
+        build_model,
+        probe_context,
+        save_pool,
+    )
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    data, _ = generate(SyntheticConfig(users=80, items=50, dim=4, mean_events=20.0, seed=5))
+    requests = RequestConfig(requests_per_user=3, fractions=SplitFractions(0.4, 0.1, 0.3, 0.2))
+    write_prepared(data, run_dir / "data", requests)
+    config = dataclasses.replace(
+        default_config("synthetic", run_dir), requests=requests, chains=TINY_SPACE
+    )
+    features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
+    items = item_feature_table(load_dataset(config.data_dir).items, features)
+    torch.manual_seed(0)
+    entries = {}
+    for name in MODEL_KINDS:
+        model = build_model(name, features, items).eval()
+        entries[name] = PoolEntry(
+            name, model, measure_model_flops(model, probe_context(features)), 0.5
+        )
+    save_pool(ModelPool("synthetic", features, entries), run_dir)
+    return config
+
+
+@pytest.fixture(scope="session")
+def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """A copy of ``tiny_run`` with reward samples and simulation.json, simulated in-process
+    by the domain core (no Ray): 'reward' requests keep a sampled half of the chains,
+    'eval' requests all of them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from greenflow.config import config_to_dict
+    from greenflow.platform.cascade import scoring_model
+    from greenflow.platform.chains import chain_costs, generate_chains
+    from greenflow.platform.data.store import load_dataset
+    from greenflow.platform.models.features import user_feature_table
+    from greenflow.platform.models.pool import load_pool
+    from greenflow.platform.simulation import AllChainSimulator, ChainSampling, simulate_table
+
+    run_dir = tmp_path_factory.mktemp("reward") / "run"
+    run_dir.mkdir()
+    for name in ("data", "models"):
+        shutil.copytree(tiny_run.run_dir / name, run_dir / name)
+    shutil.copy(tiny_run.run_dir / "model_pool.json", run_dir / "model_pool.json")
+    config = dataclasses.replace(tiny_run, run_dir=run_dir)
+    pool = load_pool(run_dir)
+    chains = generate_chains(config.chains)
+    sim = AllChainSimulator(
+        {n: scoring_model(m) for n, m in pool.models.items()}, pool.flops, config.chains,
+        chains, pool.features.num_items,
+    )  # fmt: skip
+    users = user_feature_table(load_dataset(config.data_dir).users, pool.features)
+    requests = pq.read_table(config.data_dir / "requests.parquet")
+    requests = requests.filter(pa.compute.is_in(requests["split"], pa.array(["reward", "eval"])))
+    samples = simulate_table(
+        sim, users, pool.features.max_history, requests,
+        ChainSampling(fraction=REWARD_CHAIN_FRACTION, seed=1),
+    )  # fmt: skip
+    (run_dir / "samples").mkdir()
+    pq.write_table(samples, run_dir / "samples" / "part-0.parquet")
+    costs = chain_costs(chains, pool.flops, pool.features.num_items)
+    doc = {
+        "chains": [{"id": c.id, "flops": float(q)} for c, q in zip(chains, costs, strict=True)],
+        "num_chains": len(chains),
+        "config": config_to_dict(config),
+    }
+    (run_dir / "simulation.json").write_text(json.dumps(doc, indent=2))
+    return config

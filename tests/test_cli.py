@@ -45,7 +45,7 @@ def test_train_cascade_without_data_says_what_to_run(tmp_path: Path, capsys) -> 
 @pytest.mark.slow
 def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> None:
     config = tmp_path / "small.yaml"
-    config.write_text("pool:\n  train: {epochs: 2, batch_size: 128}\n")
+    config.write_text("pool:\n  max_history: 10\n  train: {epochs: 1, batch_size: 128}\n")
     run = tmp_path / "run"
     common = ["--dataset", "synthetic", "--run-dir", str(run), "--config", str(config)]
     assert main(["data", "prepare", *common, "--users", "150", "--items", "80", "--seed", "3"]) == 0
@@ -61,7 +61,7 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
                 "weights", "sha256"} <= set(m)  # fmt: skip
         assert m["flops_per_item"] > 0 and 0.0 <= m["val_auc"] <= 1.0
         assert (run / m["weights"]).is_file()
-    assert doc["config"]["pool"]["train"]["epochs"] == 2  # the resolved config is saved
+    assert doc["config"]["pool"]["train"]["epochs"] == 1  # the resolved config is saved
 
     from greenflow.platform.models.pool import load_pool
 

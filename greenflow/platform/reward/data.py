@@ -1,0 +1,225 @@
+"""Reward-model training data: simulated rewards joined with the request log and users.
+
+Inputs under a run directory (DESIGN.md §5):
+
+  samples/             one row per request: chain_idx list, reward list (``SAMPLE_SCHEMA``)
+  simulation.json      "chains" (order of chain_idx, FLOPs per request) and the chain space
+  data/requests.parquet  history (clicked item ids before the request), activity
+  data/users.parquet   user feature codes
+  model_pool.json      the FeatureSet (vocabularies, max history)
+
+A request's rewards become one row of a dense (N, J) matrix with an observed-mask, so a
+simulation that kept only a sampled fraction of chains per request (the paper's
+data-sparsity setting) trains the same way: the model scores all J chains of a request in
+one pass and the loss gathers the observed ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import torch
+
+from greenflow.platform.chains import Chain, ChainSpace, StageSpace
+from greenflow.platform.data.store import read_meta
+from greenflow.platform.models.features import (
+    Context,
+    FeatureSet,
+    make_context,
+    pad_histories,
+    user_feature_table,
+)
+
+SIMULATION_FILE = "simulation.json"
+SAMPLES_DIR = "samples"
+POOL_FILE = "model_pool.json"
+
+
+class EmptySplitError(ValueError):
+    """The samples hold no simulated request of the split asked for."""
+
+
+@dataclass(frozen=True)
+class SimulatedChains:
+    """The chains of a simulation, in the order of the samples' ``chain_idx``."""
+
+    space: ChainSpace
+    chains: tuple[Chain, ...]
+    flops: np.ndarray  # (J,) cascade FLOPs per request of each chain
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.chains)
+
+
+def chain_space_from_dict(data: dict[str, Any]) -> ChainSpace:
+    """Inverse of ``config_to_dict(ChainSpace)``: {"stages": [{name, models, item_scales}], "exposed_k"}."""
+    stages = data["stages"]
+    if not isinstance(stages, list):
+        raise ValueError(f"chain space 'stages' must be a list, got {type(stages).__name__}")
+    return ChainSpace(
+        tuple(
+            StageSpace(s["name"], tuple(s["models"]), tuple(int(k) for k in s["item_scales"]))
+            for s in stages
+        ),
+        exposed_k=int(data["exposed_k"]),
+    )
+
+
+def load_simulated_chains(run_dir: Path) -> SimulatedChains:
+    """Chains, their FLOPs and the chain space from ``simulation.json``."""
+    path = Path(run_dir) / SIMULATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no reward samples; run `greenflow simulate` first")
+    doc = json.loads(path.read_text())
+    space = chain_space_from_dict(doc["config"]["chains"])
+    chains = tuple(Chain.parse(c["id"]) for c in doc["chains"])
+    flops = np.array([float(c["flops"]) for c in doc["chains"]], dtype=np.float64)
+    return SimulatedChains(space, chains, flops)
+
+
+def load_features(run_dir: Path) -> FeatureSet:
+    """The FeatureSet of the run's model pool (vocabularies and max history length)."""
+    path = Path(run_dir) / POOL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model pool; run `greenflow train-cascade` first")
+    return FeatureSet.from_dict(json.loads(path.read_text())["features"])
+
+
+@dataclass(frozen=True)
+class RewardData:
+    """N requests with their contexts and the rewards of the chains simulated for them."""
+
+    request_id: np.ndarray  # (N,) int64
+    user_id: np.ndarray  # (N,) int64
+    user_feats: np.ndarray  # (N, F_u) int64 codes
+    history: np.ndarray  # (N, L) int64 item ids, left-padded with 0
+    activity: np.ndarray  # (N,) int64 interactions before the request
+    reward: np.ndarray  # (N, J) float32 clicks R_ij; 0 where not observed
+    mask: np.ndarray  # (N, J) bool: chain j was simulated for request i
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    def subset(self, index: np.ndarray) -> RewardData:
+        return RewardData(
+            self.request_id[index],
+            self.user_id[index],
+            self.user_feats[index],
+            self.history[index],
+            self.activity[index],
+            self.reward[index],
+            self.mask[index],
+        )
+
+    def context(self, index: np.ndarray | slice) -> Context:
+        """The reward model's context for rows ``index``: user_feats, history, activity."""
+        ctx = make_context(self.user_feats[index], self.history[index])
+        ctx["activity"] = torch.as_tensor(self.activity[index], dtype=torch.int64)
+        return ctx
+
+
+def user_table(run_dir: Path, features: FeatureSet) -> np.ndarray:
+    """(U+1, F_u) user feature codes indexed by user id (only the users table is read)."""
+    data_dir = Path(run_dir) / "data"
+    read_meta(data_dir)  # a clear error when the dataset was never prepared
+    return user_feature_table(pd.read_parquet(data_dir / "users.parquet"), features)
+
+
+def request_contexts(
+    requests: pd.DataFrame, users: np.ndarray, features: FeatureSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """user_feats (N, F_u), history (N, L) and activity (N,) for request-log rows.
+
+    Raises ValueError naming the first user id outside the users table.
+    """
+    missing = [c for c in ("user_id", "history", "activity") if c not in requests.columns]
+    if missing:
+        raise ValueError(f"requests lack column(s) {missing}")
+    user_ids = requests["user_id"].to_numpy(dtype=np.int64)
+    bad = user_ids[(user_ids < 1) | (user_ids >= len(users))]
+    if len(bad):
+        raise ValueError(f"user_id {int(bad[0])} outside 1..{len(users) - 1}")
+    history = pad_histories(list(requests["history"]), features.max_history)
+    activity = np.array(requests["activity"], dtype=np.int64)  # a writable copy for torch
+    return users[user_ids], history, activity
+
+
+def load_reward_data(
+    run_dir: Path, split: str, features: FeatureSet, num_chains: int
+) -> RewardData:
+    """Requests of ``split`` ('reward' or 'eval') with their rewards, sorted by request id.
+
+    Rows whose simulation failed (``error`` set) are skipped: they have no rewards.
+    """
+    run_dir = Path(run_dir)
+    samples_dir = run_dir / SAMPLES_DIR
+    if not samples_dir.is_dir():
+        raise FileNotFoundError(f"{samples_dir}: no reward samples; run `greenflow simulate`")
+    table = pads.dataset(samples_dir, format="parquet").to_table(
+        columns=["request_id", "user_id", "activity", "chain_idx", "reward"],
+        filter=(pads.field("split") == split) & pads.field("error").is_null(),
+    )
+    # One chunk, so the list parent indices below are row numbers of the whole table.
+    table = table.sort_by("request_id").combine_chunks()
+    n = table.num_rows
+    if n == 0:
+        raise EmptySplitError(f"{samples_dir}: no simulated requests in split {split!r}")
+    # Flatten the per-request lists once: (row, chain) -> reward, no Python loop over rows.
+    rows = pc.list_parent_indices(table["chain_idx"]).to_numpy()
+    cols = pc.list_flatten(table["chain_idx"]).to_numpy().astype(np.int64)
+    values = pc.list_flatten(table["reward"]).to_numpy()
+    if len(cols) and (cols.min() < 0 or cols.max() >= num_chains):
+        raise ValueError(f"{samples_dir}: chain_idx outside 0..{num_chains - 1}")
+    reward = np.zeros((n, num_chains), dtype=np.float32)
+    mask = np.zeros((n, num_chains), dtype=bool)
+    reward[rows, cols] = values
+    mask[rows, cols] = True
+
+    request_id = table["request_id"].to_numpy()
+    log = pd.read_parquet(
+        run_dir / "data" / "requests.parquet",
+        columns=["request_id", "user_id", "history", "activity"],
+        filters=[("split", "=", split)],
+    ).set_index("request_id")
+    unknown = np.setdiff1d(request_id, log.index.to_numpy())
+    if len(unknown):
+        raise ValueError(f"samples name request(s) not in the request log: {unknown[:5].tolist()}")
+    log = log.loc[request_id]
+    user_feats, history, activity = request_contexts(log, user_table(run_dir, features), features)
+    return RewardData(
+        request_id=request_id.astype(np.int64),
+        user_id=log["user_id"].to_numpy(dtype=np.int64),
+        user_feats=user_feats,
+        history=history,
+        activity=activity,
+        reward=reward,
+        mask=mask,
+    )
+
+
+def split_by_user(
+    data: RewardData, val_fraction: float, seed: int
+) -> tuple[RewardData, RewardData]:
+    """(train, validation): a seeded ``val_fraction`` of the *users* goes to validation.
+
+    By user, not by request, because a user's requests share features and most of their
+    history; a request-level split would leak them and flatter the validation loss.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    users = np.unique(data.user_id)
+    if len(users) < 2:
+        raise ValueError(f"need at least 2 users to hold some out, got {len(users)}")
+    rng = np.random.default_rng(seed)
+    n_val = min(max(1, round(val_fraction * len(users))), len(users) - 1)
+    val_users = rng.choice(users, size=n_val, replace=False)
+    is_val = np.isin(data.user_id, val_users)
+    return data.subset(np.flatnonzero(~is_val)), data.subset(np.flatnonzero(is_val))
