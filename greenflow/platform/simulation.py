@@ -46,6 +46,7 @@ class BatchRewards:
 
     rewards: np.ndarray  # (B, J) int16, R_ij = exposed items the user clicked
     simulation_flops: float  # FLOPs the models actually computed for this batch
+    flops_by_model: dict[str, float]  # the same, per model name
 
 
 def _tie_sort(items: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -137,7 +138,7 @@ class AllChainSimulator:
         seen, clicked = seen.to(self.device), clicked.to(self.device)
         corpus = torch.arange(1, n + 1, device=self.device).expand(b, n)
         nodes: dict[Prefix, _Node] = {(): _Node(corpus, ~seen[:, 1:])}
-        spent = 0.0
+        spent: dict[str, float] = {}
         for level in self._next:
             children: dict[Prefix, _Node] = {}
             for model_name in sorted({m for follow in level.values() for m in follow}):
@@ -152,7 +153,9 @@ class AllChainSimulator:
                 )  # sentinel padding -> padding item
                 scores = self._score(self.models[model_name], ctx, scorable)
                 cost = self.flops[model_name]
-                spent += cost.flops_per_request * b + cost.flops_per_item * union.numel()
+                spent[model_name] = spent.get(model_name, 0.0) + (
+                    cost.flops_per_request * b + cost.flops_per_item * union.numel()
+                )
                 for parent in parents:
                     node = nodes[parent]
                     where = torch.searchsorted(union, node.items.contiguous()).clamp(
@@ -171,7 +174,7 @@ class AllChainSimulator:
             node = nodes[chain.actions]
             exposed, valid = node.items[:, :k_exposed], node.valid[:, :k_exposed]
             rewards[:, j] = (clicked.gather(1, exposed) & valid).sum(1).cpu().numpy()
-        return BatchRewards(rewards, spent)
+        return BatchRewards(rewards, sum(spent.values()), spent)
 
 
 def validate_request(
@@ -237,11 +240,13 @@ def simulate_table(
     max_history: int,
     requests: pa.Table,
     sampling: ChainSampling,
+    flops_by_model: dict[str, float] | None = None,
 ) -> pa.Table:
     """Reward samples (SAMPLE_SCHEMA) for a table of request-log rows.
 
     Malformed requests are kept as rows with ``error`` set and empty lists, so they are
-    reported by id instead of silently dropped.
+    reported by id instead of silently dropped. FLOPs spent per model are added to
+    ``flops_by_model`` when given.
     """
     cols = {name: requests.column(name).to_pylist() for name in
             ("request_id", "user_id", "split", "ts", "activity", "history", "positives")}  # fmt: skip
@@ -260,6 +265,9 @@ def simulate_table(
             user_table[[cols["user_id"][i] for i in good]], pad_histories(histories, max_history)
         )
         result = sim.run(ctx, histories, [cols["positives"][i] for i in good])
+        if flops_by_model is not None:
+            for name, model_flops in result.flops_by_model.items():
+                flops_by_model[name] = flops_by_model.get(name, 0.0) + model_flops
         for row, i in enumerate(good):
             rid, split = cols["request_id"][i], cols["split"][i]
             fraction = sampling.fraction if split in sampling.splits else 1.0

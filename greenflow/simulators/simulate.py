@@ -43,6 +43,7 @@ from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.simulation import AllChainSimulator, ChainSampling, simulate_table
 from greenflow.simulators.cluster import connect
+from greenflow.simulators.node_meter import FlopsMetric
 
 SIMULATION_FILE = "simulation.json"
 SAMPLES_DIR = "samples"
@@ -78,15 +79,49 @@ class SimulateStage:
         self.max_history = pool.features.max_history
         self.sampling = sim.sampling
         models = {name: scoring_model(m.to(device)) for name, m in pool.models.items()}
+        self.stages = {name: m.stage for name, m in pool.models.items()}
+        self.flops_metric = FlopsMetric(app="simulate")
         self.simulator = AllChainSimulator(
             models, pool.flops, config.chains, generate_chains(config.chains),
             pool.features.num_items, device=device,
         )  # fmt: skip
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return simulate_table(
-            self.simulator, self.user_table, self.max_history, batch, self.sampling
+        spent: dict[str, float] = {}
+        out = simulate_table(
+            self.simulator, self.user_table, self.max_history, batch, self.sampling, spent
         )
+        for name, flops in spent.items():  # ray_greenflow_flops_total{app="simulate"}
+            self.flops_metric.record(flops, stage=self.stages[name], model=name)
+        return out
+
+
+# Read and write tasks are I/O: a small CPU share, so they are scheduled even when the
+# actor pool holds most CPUs of a small cluster.
+IO_CPUS = 0.1
+# Logical CPUs left free of the actor pool for Ray Data's own tasks (ListFiles asks for a
+# whole CPU whatever the read's num_cpus). Logical CPUs only drive scheduling: two actors
+# of 0.5 CPU on a 2-core machine still run on both cores.
+RESERVED_CPUS = 1.0
+
+
+def fit_to_cluster(
+    sim: SimulateConfig, cluster_cpus: float, log: Callable[[str], None] = print
+) -> SimulateConfig:
+    """Shrink the per-actor CPU request so the pool leaves room for read/write tasks.
+
+    An actor pool that takes every logical CPU starves Ray Data's own tasks and the job
+    waits forever (e.g. 2 actors x 1 CPU on a 2-CPU laptop).
+    """
+    room = cluster_cpus - RESERVED_CPUS
+    if sim.actors * sim.num_cpus <= room:
+        return sim
+    if room <= 0:
+        raise ValueError(f"a cluster of {cluster_cpus} CPU is too small for the simulation job")
+    per_actor = room / sim.actors
+    log(f"  {sim.actors} actors x {sim.num_cpus} CPU do not fit {cluster_cpus:g} CPUs with room for "
+        f"I/O tasks: using {per_actor:.2f} CPU per actor")  # fmt: skip
+    return dataclasses.replace(sim, num_cpus=per_actor)
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
@@ -111,6 +146,7 @@ def run_simulation(
     chains = generate_chains(config.chains)
     costs = chain_costs(chains, pool.flops, pool.features.num_items)
     connect()
+    sim = fit_to_cluster(sim, float(ray.cluster_resources().get("CPU", 1.0)), log)
     out = config.run_dir / SAMPLES_DIR
     tmp = out.with_name(f".{SAMPLES_DIR}.tmp-{uuid.uuid4().hex[:8]}")
     splits = list(sim.splits)
@@ -120,7 +156,7 @@ def run_simulation(
     meter = make_node_meter()
     meter.sample()  # opens the window
     start = time.perf_counter()
-    ds = ray.data.read_parquet(str(requests_path), columns=REQUEST_COLUMNS)
+    ds = ray.data.read_parquet(str(requests_path), columns=REQUEST_COLUMNS, num_cpus=IO_CPUS)
     ds = ds.filter(expr=col("split").is_in(splits))
     # A prepared request log is one Parquet file, read as one block: split it so every
     # actor of the pool gets work (several blocks each, for balance).
@@ -135,7 +171,7 @@ def run_simulation(
         num_gpus=sim.num_gpus,
     )
     try:
-        ds.write_parquet(str(tmp))
+        ds.write_parquet(str(tmp), ray_remote_args={"num_cpus": IO_CPUS})
         wall_s = time.perf_counter() - start
         measurements = meter.sample()
         _replace_dir(tmp, out)

@@ -71,6 +71,8 @@ def test_fast_path_equals_reference_on_every_request_and_chain(pool) -> None:
     assert expected.sum() > 0  # the comparison is not vacuous
     # and it spends far less than running every chain separately
     assert fast.simulation_flops < chain_costs(chains, flops, 40).sum() * 24
+    assert set(fast.flops_by_model) == set(models)
+    assert sum(fast.flops_by_model.values()) == pytest.approx(fast.simulation_flops)
 
 
 class TieModel(CascadeModel):

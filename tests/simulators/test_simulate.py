@@ -81,3 +81,15 @@ def test_malformed_request_is_reported_and_rerun_replaces_atomically(tiny_run) -
         np.concatenate(read_samples(config).loc[good.index, "chain_idx"].to_numpy()),
         np.concatenate(good["chain_idx"].to_numpy()),
     )
+
+
+def test_actor_pool_leaves_room_for_ray_data_tasks() -> None:
+    from greenflow.simulators.simulate import RESERVED_CPUS, fit_to_cluster
+
+    # 2 actors x 1 CPU on a 2-CPU machine would starve ListFiles/read/write and hang
+    fitted = fit_to_cluster(SimulateConfig(actors=2, num_cpus=1.0), 2.0, log=lambda _: None)
+    assert fitted.actors == 2 and fitted.actors * fitted.num_cpus <= 2.0 - RESERVED_CPUS
+    roomy = SimulateConfig(actors=2, num_cpus=1.0)
+    assert fit_to_cluster(roomy, 8.0, log=lambda _: None) is roomy
+    with pytest.raises(ValueError, match="too small"):
+        fit_to_cluster(roomy, 1.0, log=lambda _: None)
