@@ -202,18 +202,46 @@ def cmd_tune_reward(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from greenflow.simulators.evaluate import EvaluateConfig, format_summary, run_evaluation
+
+    config = _config(args)
+    doc = run_evaluation(config, EvaluateConfig(budgets=args.budgets), _log)
+    run = config.run_dir
+    _log(f"\nclicks and Return% (vs ORACLE) at fractions of the full cost "
+         f"({doc['full_chain']['id']}, {doc['full_chain']['clicks']:.0f} clicks); "
+         f"saving = FLOPs saved at the full chain's clicks")  # fmt: skip
+    _log(format_summary(doc))
+    _log(
+        f"-> {run / 'offline_eval.json'}, {run / 'offline_clicks.png'}, {run / 'offline_dual_price.png'}"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     args.dataset, args.config = "movielens-100k", args.config
     t0 = time.perf_counter()
-    _log("== 1/3 data: fetch and prepare movielens-100k")
+    _log("== 1/7 data: fetch and prepare movielens-100k")
     args.path, args.users, args.items, args.requests, args.seed = None, None, None, None, 0
     cmd_data_prepare(args)
-    _log("\n== 2/3 cascade model pool: train, measure FLOPs and AUC")
+    _log("\n== 2/7 cascade model pool: train, measure FLOPs and AUC")
     cmd_train_cascade(args)
-    _log("\n== 3/3 reward samples: every chain of every reward/eval request on Ray Data")
+    _log("\n== 3/7 reward samples: every chain of every reward/eval request on Ray Data")
     args.actors, args.batch_size, args.num_cpus, args.num_gpus = 2, 32, 1.0, 0.0
     args.splits, args.chain_fraction = "reward,eval", 1.0
     cmd_simulate(args)
+    _log("\n== 4/7 reward model: the four ablation variants (tuned config if present)")
+    args.variant, args.no_tuned, args.seeds = "all", False, 1
+    cmd_train_reward(args)
+    _log("\n== 5/7 PFEC calibration: joules per FLOP of each model on this machine")
+    args.seconds, args.idle_seconds, args.batch_size, args.model = 3.0, 1.0, 32, None
+    args.pue, args.carbon_intensity, args.cpu_tdp_w = 1.67, 615.0, None
+    cmd_pfec_calibrate(args)
+    _log("\n== 6/7 offline evaluation: every policy along a budget sweep")
+    args.budgets = 12
+    cmd_evaluate(args)
+    _log("\n== 7/7 PFEC report of the run")
+    args.pue, args.carbon_intensity, args.prometheus = None, None, None
+    cmd_pfec_report(args)
     _log(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs under {_config(args).run_dir}/"
     )
@@ -450,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune_reward.add_argument("--seed", type=int, default=0, help="searcher seed")
     tune_reward.set_defaults(func=cmd_tune_reward)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="offline budget sweep of GreenFlow and the baselines, tables, plots, PFEC"
+    )
+    _common(evaluate)
+    evaluate.add_argument("--budgets", type=int, default=12, help="sweep points (default 12)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
     demo.add_argument("--run-dir", type=Path, default=None, help="output directory")

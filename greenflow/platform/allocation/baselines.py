@@ -19,8 +19,9 @@ the chosen chains. What each policy may look at:
   on its own with its own single-stage reward curve, budget share and dual price, and the
   stage rewards are assumed to multiply. One rank model (CRAS-DIN, CRAS-DIEN). The
   single-stage curve of stage s for request i is Q̂_i along stage s with the other stages
-  at their largest scale; the budget is split between stages in proportion to their cost
-  in the most expensive chain.
+  at their largest scale. A stage's item scale k_s is the number of items it passes on, so
+  what k_s costs is paid by the next stage, which scores them; the budget is split between
+  the allocated scales in proportion to those costs in the most expensive chain.
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ class CRASPolicy:
 
     def allocate(self, budget_flops: float) -> PolicyResult:
         n = self.Q.shape[0]
-        fixed = self.full_stage_cost.sum() - self.full_stage_cost[list(self.stages)].sum()
-        variable = self.full_stage_cost[list(self.stages)]
+        paid_by = [s + 1 for s in self.stages]  # k_s is scored (paid for) by stage s + 1
+        fixed = self.full_stage_cost.sum() - self.full_stage_cost[paid_by].sum()
+        variable = self.full_stage_cost[paid_by]
         free = max(budget_flops - fixed * n, 0.0)
         picked: list[np.ndarray] = []
         prices: list[float] = []
@@ -166,7 +168,7 @@ class CRASPolicy:
         for i, (s, along) in enumerate(zip(self.stages, self.along, strict=True)):
             ok = along >= 0
             curve = self.Q[:, along[ok]]  # (N, K_s) single-stage reward curve
-            cost = self.stage_cost[along[ok], s]
+            cost = self.stage_cost[along[ok], s + 1]
             share = free * variable[i] / variable.sum()
             sol = solve_exact(curve, cost, share)
             feasible &= sol.feasible

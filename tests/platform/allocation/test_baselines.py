@@ -104,6 +104,17 @@ def test_dcaf_varies_only_the_free_stage() -> None:
     assert len(prefixes) == 1
 
 
+def test_cras_spends_within_a_middle_budget() -> None:
+    # regression: k_s's cost is paid by stage s + 1; charging stage s (constant for recall)
+    # made CRAS pick the full chain at every budget
+    Q, _ = instance(4)
+    budget = 0.5 * (Q_COST.min() + Q_COST.max()) * len(Q)
+    result = CRASPolicy(Q, STAGE, CHAINS, "a").allocate(budget)
+    assert result.feasible
+    assert Q_COST[result.choice].sum() <= budget * (1 + 1e-9)
+    assert len(set(result.choice.tolist())) > 1  # per-request scales, not one chain
+
+
 def test_cras_uses_one_rank_model_and_valid_chains() -> None:
     Q, _ = instance(3)
     result = CRASPolicy(Q, STAGE, CHAINS, "b").allocate(Q_COST.mean() * len(Q))

@@ -1,0 +1,317 @@
+"""``greenflow evaluate``: the offline budget sweep of every allocation policy (issue: allocation).
+
+Inputs, all from the run directory: the evaluation split's true rewards of every chain
+(``samples/``), chain costs (``simulation.json``), the reward model's estimates
+(``reward/<variant>.pt`` via ``predict_rewards``), the cascade FLOPs (``model_pool.json``)
+and the measured joules per FLOP (``pfec_calibration.json``; run
+``greenflow pfec calibrate`` first).
+
+Outputs: ``offline_eval.json`` (DESIGN.md §5) and two plots, ``offline_clicks.png`` (clicks
+against FLOPs budget, every policy: the paper's Figure 4) and ``offline_dual_price.png``
+(λ* against budget). Energy and carbon are *estimates*: FLOPs × the calibrated joules per
+FLOP × PUE (× carbon intensity), and are labelled so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from greenflow.config import Config, config_to_dict
+from greenflow.platform.allocation.baselines import (
+    CRASPolicy,
+    DCAFPolicy,
+    EqualPolicy,
+    GreenFlowPolicy,
+    OraclePolicy,
+)
+from greenflow.platform.chains import Chain, stage_costs
+from greenflow.platform.data.store import load_requests
+from greenflow.platform.energy import PFECConfig
+from greenflow.platform.evaluation import (
+    Curve,
+    budget_grid,
+    clicks_at,
+    evaluate_policies,
+    flops_saving_at_equal_clicks,
+    mean_reward_per_chain,
+    return_pct,
+)
+from greenflow.platform.models.pool import load_pool
+from greenflow.platform.reward.store import predict_rewards
+
+EVAL_FILE = "offline_eval.json"
+CALIBRATION_FILE = "pfec_calibration.json"
+VARIANTS = ("full", "no-recursion", "no-basis", "plain")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    budgets: int = 12  # sweep points from everyone-cheapest to everyone-full
+    table_fraction: float = 0.5  # tables report clicks at this fraction of the full cost
+
+
+@dataclass
+class EvalInputs:
+    """Everything the sweep needs, aligned on the evaluation requests."""
+
+    chains: list[Chain]
+    q: np.ndarray  # (J,) FLOPs per request
+    stage_cost: np.ndarray  # (J, S)
+    R: np.ndarray  # (N, J) true clicks
+    train_mean: np.ndarray  # (J,) mean true clicks on the reward (training) split
+    estimates: dict[str, np.ndarray]  # reward-model variant -> Q̂ (N, J)
+
+
+def load_inputs(run_dir: Path) -> EvalInputs:
+    sim_path = run_dir / "simulation.json"
+    if not sim_path.is_file():
+        raise FileNotFoundError(f"{sim_path}: run `greenflow simulate` first")
+    sim = json.loads(sim_path.read_text())
+    chains = [Chain.parse(c["id"]) for c in sim["chains"]]
+    q = np.array([c["flops"] for c in sim["chains"]], dtype=np.float64)
+    pool = load_pool(run_dir)
+    samples = pq.read_table(run_dir / "samples").to_pandas()
+    samples = samples[samples["error"].isna()]
+    ev = samples[samples["split"] == "eval"].sort_values("request_id")
+    if ev.empty:
+        raise ValueError("no evaluation-split samples: simulate with --splits reward,eval")
+    R = np.zeros((len(ev), len(chains)))
+    for row, (idx, rew) in enumerate(zip(ev["chain_idx"], ev["reward"], strict=True)):
+        R[row, np.asarray(idx)] = rew
+    train = samples[samples["split"] == "reward"]
+    train_mean = mean_reward_per_chain(
+        [np.asarray(x) for x in train["chain_idx"]],
+        [np.asarray(x) for x in train["reward"]],
+        len(chains),
+    )
+    requests = load_requests(run_dir / "data", "eval").set_index("request_id")
+    frame = requests.loc[ev["request_id"].to_numpy()].reset_index()
+    estimates = {
+        v: predict_rewards(run_dir, v, frame)
+        for v in VARIANTS
+        if (run_dir / "reward" / f"{v}.pt").is_file()
+    }
+    if "full" not in estimates:
+        raise FileNotFoundError(
+            f"{run_dir / 'reward' / 'full.pt'}: run `greenflow train-reward` first"
+        )
+    return EvalInputs(chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
+                      train_mean, estimates)  # fmt: skip
+
+
+def _rank_model_mask(chains: list[Chain], model: str) -> np.ndarray:
+    return np.array([c.actions[-1].model == model for c in chains])
+
+
+def build_policies(inputs: EvalInputs) -> dict[str, Any]:
+    """The methods of DESIGN.md §2, named as in offline_eval.json."""
+    chains, q, Q, n = inputs.chains, inputs.q, inputs.estimates["full"], inputs.R.shape[0]
+    rank_models = sorted({c.actions[-1].model for c in chains})
+    # CRAS and the plain EQUAL use one rank model: the one with the best training clicks
+    best_rank = max(rank_models, key=lambda m: inputs.train_mean[_rank_model_mask(chains, m)].max())
+    policies: dict[str, Any] = {
+        "greenflow": GreenFlowPolicy(Q, q),
+        "equal": EqualPolicy(inputs.train_mean, q, n),
+    }
+    for m in rank_models:
+        policies[f"equal-{m}"] = EqualPolicy(inputs.train_mean, q, n, _rank_model_mask(chains, m))
+    policies["cras"] = CRASPolicy(Q, inputs.stage_cost, chains, best_rank)
+    for m in rank_models:
+        policies[f"cras-{m}"] = CRASPolicy(Q, inputs.stage_cost, chains, m)
+    policies["dcaf"] = DCAFPolicy(Q, q, chains, free_stage=1)
+    policies["oracle"] = OraclePolicy(inputs.R, q)
+    return policies
+
+
+def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
+    """Chains that keep every action of ``full`` except the ``free`` ones."""
+    keep = []
+    for c in chains:
+        ok = True
+        for s, (a, f) in enumerate(zip(c.actions, full.actions, strict=True)):
+            if f"k{s + 1}" not in free and a.k != f.k:
+                ok = False
+            if "model" not in free and s == len(c.actions) - 1 and a.model != f.model:
+                ok = False
+        keep.append(ok)
+    return np.array(keep)
+
+
+def _pfec(
+    flops: float, clicks: float, calibration: dict[str, Any], pfec: PFECConfig
+) -> dict[str, Any]:
+    it_energy_j = flops * calibration["joules_per_flop"]
+    energy_j = pfec.facility_energy_j(it_energy_j)
+    return {
+        "performance": {"clicks": clicks},
+        "flops": flops,
+        "it_energy_j": it_energy_j,
+        "energy_j": energy_j,
+        "carbon_g": pfec.carbon_g(it_energy_j, None, 0.0),
+        "pue": pfec.pue,
+        "carbon_intensity_g_per_kwh": pfec.carbon_intensity_g_per_kwh,
+        "sources": dict(calibration.get("sources", {calibration["device"]: calibration["source"]})),
+        "basis": "estimate: FLOPs x measured joules per FLOP (pfec_calibration.json) x PUE",
+    }
+
+
+def run_evaluation(
+    config: Config, ev: EvaluateConfig, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    run_dir = config.run_dir
+    calibration_path = run_dir / CALIBRATION_FILE
+    if not calibration_path.is_file():
+        raise FileNotFoundError(f"{calibration_path}: run `greenflow pfec calibrate` first")
+    calibration = json.loads(calibration_path.read_text())
+    inputs = load_inputs(run_dir)
+    n = inputs.R.shape[0]
+    budgets = budget_grid(inputs.q, n, ev.budgets)
+    log(f"evaluating {n} requests x {len(inputs.chains)} chains at {len(budgets)} budgets")
+    curves = evaluate_policies(build_policies(inputs), inputs.R, inputs.q, budgets)
+    full = int(np.argmax(inputs.q))
+    full_clicks, full_flops = float(inputs.R[:, full].sum()), float(inputs.q[full] * n)
+    oracle = curves["oracle"]
+    table_budget = ev.table_fraction * full_flops
+
+    # Table 2: which actions GreenFlow may vary (the rest fixed at the full chain's)
+    full_chain = inputs.chains[full]
+    subsets = {"k1 only": {"k1"}, "k2 only": {"k2"}, "rank model only": {"model"},
+               "k1 + k2": {"k1", "k2"}, "all actions": {"k1", "k2", "model"}}  # fmt: skip
+    table2 = {}
+    for name, free in subsets.items():
+        mask = _restricted(inputs.chains, full_chain, free)
+        curve = evaluate_policies({name: GreenFlowPolicy(inputs.estimates["full"], inputs.q, mask)},
+                                  inputs.R, inputs.q, np.array([table_budget]))[name]  # fmt: skip
+        table2[name] = {
+            "clicks": curve.clicks[0],
+            "flops": curve.flops[0],
+            "chains": int(mask.sum()),
+        }
+    # Table 3: rank-model pools
+    table3 = {}
+    for m in sorted({c.actions[-1].model for c in inputs.chains}) + ["both"]:
+        mask = (
+            np.ones(len(inputs.chains), bool) if m == "both" else _rank_model_mask(inputs.chains, m)
+        )
+        c = evaluate_policies({m: GreenFlowPolicy(inputs.estimates["full"], inputs.q, mask)},
+                              inputs.R, inputs.q, np.array([table_budget]))[m]  # fmt: skip
+        table3[m] = {"clicks": c.clicks[0], "flops": c.flops[0]}
+    # Table 4 clicks column: reward-model variants
+    table4 = {}
+    for v, Q in inputs.estimates.items():
+        c = evaluate_policies(
+            {v: GreenFlowPolicy(Q, inputs.q)}, inputs.R, inputs.q, np.array([table_budget])
+        )[v]
+        table4[v] = {"clicks": c.clicks[0], "flops": c.flops[0]}
+
+    pfec = PFECConfig()
+    doc: dict[str, Any] = {
+        "budgets": [float(b) for b in budgets],
+        "methods": {
+            k: {
+                "clicks": c.clicks,
+                "flops": c.flops,
+                "dual_price": c.dual_price,
+                "feasible": c.feasible,
+            }
+            for k, c in curves.items()
+        },  # fmt: skip
+        "return_pct": {k: return_pct(c, oracle) for k, c in curves.items()},
+        "flops_saving_at_equal_clicks": {
+            k: flops_saving_at_equal_clicks(c, full_clicks, full_flops) for k, c in curves.items()
+        },
+        "full_chain": {"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
+        "requests": n,
+        "table_budget_flops": table_budget,
+        "table2_action_subsets": table2,
+        "table3_rank_models": table3,
+        "table4_reward_variants": table4,
+        "pfec": {
+            k: _pfec(
+                clicks_at_flops(c, table_budget)[1], clicks_at(c, table_budget), calibration, pfec
+            )
+            for k, c in curves.items()
+        },  # fmt: skip
+        "pfec_budget_flops": table_budget,
+        "joules_per_flop": calibration["joules_per_flop"],
+        "config": config_to_dict(config),
+    }
+    (run_dir / EVAL_FILE).write_text(json.dumps(doc, indent=2))
+    plot(doc, run_dir)
+    return doc
+
+
+def clicks_at_flops(curve: Curve, budget: float) -> tuple[float, float]:
+    """(clicks, FLOPs spent) at ``budget`` by interpolation along the sweep."""
+    return (float(np.interp(budget, curve.budgets, curve.clicks)),
+            float(np.interp(budget, curve.budgets, curve.flops)))  # fmt: skip
+
+
+STYLE = {"greenflow": ("tab:green", "-", "o"), "oracle": ("black", "--", None),
+         "equal": ("tab:blue", "-", "s"), "cras": ("tab:orange", "-", "^"),
+         "dcaf": ("tab:purple", "-", "d")}  # fmt: skip
+
+
+def plot(doc: dict[str, Any], run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = np.array(doc["budgets"]) / 1e9
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name, m in doc["methods"].items():
+        color, ls, marker = STYLE.get(name, (None, ":", None))
+        ax.plot(budgets, m["clicks"], label=name, color=color, linestyle=ls, marker=marker,
+                markersize=4, linewidth=2.2 if name == "greenflow" else 1.2)  # fmt: skip
+    ax.axhline(doc["full_chain"]["clicks"], color="grey", linewidth=0.8, linestyle="-.",
+               label="everyone on the full chain")  # fmt: skip
+    ax.set_xlabel("FLOPs budget for the evaluation requests (GFLOPs)")
+    ax.set_ylabel("clicks (true, evaluation split)")
+    ax.set_title(f"Clicks vs computation budget — {doc['requests']} requests")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "offline_clicks.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in ("greenflow", "oracle"):
+        ax.plot(budgets, doc["methods"][name]["dual_price"], marker="o", label=name)
+    ax.set_xlabel("FLOPs budget (GFLOPs)")
+    ax.set_ylabel("dual price λ* (clicks per FLOP)")
+    ax.set_yscale("symlog", linthresh=1e-9)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "offline_dual_price.png", dpi=120)
+    plt.close(fig)
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    """Clicks and Return% per method at a few budgets, and the FLOPs saving."""
+    budgets = doc["budgets"]
+    full = doc["full_chain"]["flops"]
+    cols = [i for i in range(len(budgets)) if 0.25 <= budgets[i] / full <= 0.95][::2] or [
+        len(budgets) - 1
+    ]
+    head = (
+        f"{'method':<12}" + "".join(f"{budgets[i] / full:>12.0%}" for i in cols) + f"{'saving':>9}"
+    )
+    lines = [head]
+    for name, m in doc["methods"].items():
+        saving = doc["flops_saving_at_equal_clicks"][name]
+        cells = "".join(f"{m['clicks'][i]:>7.0f} {doc['return_pct'][name][i]:>3.0f}%" for i in cols)
+        lines.append(f"{name:<12}{cells}{'   never' if saving is None else f'{saving:>9.0%}'}")
+    return "\n".join(lines)
+
+
+__all__ = ["EvaluateConfig", "run_evaluation", "format_summary", "pd"]

@@ -1,0 +1,70 @@
+"""`greenflow evaluate` end to end on a tiny run: real reward models, real calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from greenflow.platform.energy import PFECConfig
+from greenflow.platform.energy.report import collect_pfec_records
+from greenflow.platform.reward import RewardModelConfig
+from greenflow.platform.reward.run import train_reward_variants
+from greenflow.platform.reward.training import RewardTrainConfig
+from greenflow.simulators.evaluate import EvaluateConfig, format_summary, run_evaluation
+from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
+
+METHODS = {"greenflow", "equal", "equal-din", "equal-dien", "cras", "cras-din", "cras-dien",
+           "dcaf", "oracle"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def evaluated(reward_run, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("evaluate") / "run"
+    shutil.copytree(reward_run.run_dir, run_dir)
+    config = dataclasses.replace(reward_run, run_dir=run_dir)
+    train_reward_variants(run_dir, ["full", "plain"], RewardModelConfig(),
+                          RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
+    run_calibration(run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
+                    log=lambda _: None)  # fmt: skip
+    return config, run_evaluation(config, EvaluateConfig(budgets=10), log=lambda _: None)
+
+
+def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
+    config, doc = evaluated
+    saved = json.loads((config.run_dir / "offline_eval.json").read_text())
+    assert saved["budgets"] == doc["budgets"] and len(doc["budgets"]) == 10
+    assert set(doc["methods"]) == METHODS
+    for name, m in doc["methods"].items():
+        assert len(m["clicks"]) == len(m["flops"]) == 10, name
+        assert len(doc["return_pct"][name]) == 10
+        assert name in doc["flops_saving_at_equal_clicks"]
+    assert set(doc["table4_reward_variants"]) == {"full", "plain"}
+    assert {"all actions", "k1 only", "k2 only"} <= set(doc["table2_action_subsets"])
+    assert (config.run_dir / "offline_clicks.png").stat().st_size > 10_000
+    assert (config.run_dir / "offline_dual_price.png").is_file()
+    assert "greenflow" in format_summary(doc)
+
+
+def test_policies_stay_in_budget_and_under_the_oracle(evaluated) -> None:
+    _, doc = evaluated
+    oracle = doc["methods"]["oracle"]["clicks"]
+    for name, m in doc["methods"].items():
+        for budget, flops, clicks, ok, o in zip(doc["budgets"], m["flops"], m["clicks"],
+                                                m["feasible"], oracle, strict=True):  # fmt: skip
+            if ok:
+                assert flops <= budget * (1 + 1e-9), name
+            assert clicks <= o + 1e-9 or not ok, name
+    # at the top of the sweep everyone may take the full chain
+    assert doc["methods"]["oracle"]["clicks"][-1] >= doc["full_chain"]["clicks"]
+
+
+def test_pfec_rows_are_estimates_from_measured_joules_per_flop(evaluated) -> None:
+    _, doc = evaluated
+    records = collect_pfec_records({"offline_eval.json": doc})
+    assert {r.name for r in records} == {f"offline_eval/{m}" for m in METHODS}
+    for r in records:
+        assert r.energy_j == pytest.approx(r.flops * doc["joules_per_flop"] * r.pue)
+        assert r.carbon_g > 0 and set(r.sources.values()) <= {"estimate", "rapl", "nvml"}
