@@ -15,6 +15,7 @@ Needs `make demo` (or `greenflow data prepare` + `greenflow train-cascade`) firs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -114,10 +115,8 @@ class PeakRss:
         while not self._stop.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):  # a process may exit meanwhile
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak_bytes = max(self.peak_bytes, total)
             self._stop.wait(self.interval_s)
 
