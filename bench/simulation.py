@@ -42,15 +42,7 @@ from greenflow.platform.models.features import (
     pad_histories,
     user_feature_table,
 )
-from greenflow.platform.models.flops import measure_model_flops
-from greenflow.platform.models.pool import (
-    ModelPool,
-    PoolEntry,
-    build_model,
-    load_pool,
-    probe_context,
-    save_pool,
-)
+from greenflow.platform.models.pool import load_pool, save_pool, untrained_pool
 from greenflow.platform.simulation import AllChainSimulator
 from greenflow.simulators.simulate import SimulateConfig, run_simulation
 
@@ -145,13 +137,7 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
                                  chains=space)  # fmt: skip
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    entries = {}
-    for name in ("dssm", "youtube_dnn", "din"):
-        model = build_model(name, features, items).eval()
-        entries[name] = PoolEntry(
-            name, model, measure_model_flops(model, probe_context(features)), 0.5
-        )
-    save_pool(ModelPool("synthetic", features, entries), run_dir)
+    save_pool(untrained_pool("synthetic", features, items, ("dssm", "youtube_dnn", "din")), run_dir)
     with PeakRss() as rss:
         doc = run_simulation(config, SimulateConfig(actors=2, batch_size=256, splits=("reward",)),
                              log=lambda _: None)  # fmt: skip

@@ -68,22 +68,12 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    import torch
-
     from greenflow.config import default_config
     from greenflow.platform.data.requests import RequestConfig, SplitFractions
     from greenflow.platform.data.store import load_dataset, read_meta, write_prepared
     from greenflow.platform.data.synthetic import SyntheticConfig, generate
     from greenflow.platform.models.features import FeatureSet, item_feature_table
-    from greenflow.platform.models.flops import measure_model_flops
-    from greenflow.platform.models.pool import (
-        MODEL_KINDS,
-        ModelPool,
-        PoolEntry,
-        build_model,
-        probe_context,
-        save_pool,
-    )
+    from greenflow.platform.models.pool import save_pool, untrained_pool
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     data, _ = generate(SyntheticConfig(users=80, items=50, dim=4, mean_events=20.0, seed=5))
@@ -94,14 +84,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    torch.manual_seed(0)
-    entries = {}
-    for name in MODEL_KINDS:
-        model = build_model(name, features, items).eval()
-        entries[name] = PoolEntry(
-            name, model, measure_model_flops(model, probe_context(features)), 0.5
-        )
-    save_pool(ModelPool("synthetic", features, entries), run_dir)
+    save_pool(untrained_pool("synthetic", features, items), run_dir)
     return config
 
 

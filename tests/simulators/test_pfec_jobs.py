@@ -21,15 +21,7 @@ from greenflow.platform.energy import (
     SingleSourceMeter,
 )
 from greenflow.platform.models.features import FeatureSet, FeatureSpec
-from greenflow.platform.models.flops import measure_model_flops
-from greenflow.platform.models.pool import (
-    MODEL_KINDS,
-    ModelPool,
-    PoolEntry,
-    build_model,
-    probe_context,
-    save_pool,
-)
+from greenflow.platform.models.pool import MODEL_KINDS, ModelPool, save_pool, untrained_pool
 from greenflow.simulators.pfec_jobs import (
     CALIBRATION_FILE,
     CalibrationConfig,
@@ -54,13 +46,7 @@ def tiny_pool() -> ModelPool:
         max_history=6,
     )
     items = (torch.arange(features.num_items + 1) % 4).unsqueeze(1)  # (N+1, F_i) genre codes
-    probe = probe_context(features)
-    entries = {}
-    for name in MODEL_KINDS:
-        torch.manual_seed(0)
-        model = build_model(name, features, items)
-        entries[name] = PoolEntry(name, model, measure_model_flops(model, probe), val_auc=0.5)
-    return ModelPool("tiny", features, entries)
+    return untrained_pool("tiny", features, items)
 
 
 class TickingClock:

@@ -119,6 +119,26 @@ def probe_context(features: FeatureSet) -> dict[str, torch.Tensor]:
     )
 
 
+def untrained_pool(
+    dataset: str,
+    features: FeatureSet,
+    items_table: torch.Tensor,
+    names: tuple[str, ...] = tuple(MODEL_KINDS),
+    seed: int = 0,
+) -> ModelPool:
+    """Freshly initialised models with measured FLOPs (validation AUC recorded as 0.5).
+
+    For smoke tests and benchmarks that exercise the platform rather than model quality.
+    """
+    probe = probe_context(features)
+    entries = {}
+    for name in names:
+        torch.manual_seed(seed)
+        model = build_model(name, features, items_table).eval()
+        entries[name] = PoolEntry(name, model, measure_model_flops(model, probe), val_auc=0.5)
+    return ModelPool(dataset, features, entries)
+
+
 def train_pool(
     dataset: CanonicalDataset,
     features: FeatureSet,
