@@ -10,6 +10,7 @@ Needs `make demo` (or `greenflow data prepare` + `greenflow train-cascade`) firs
 
     .venv/bin/python bench/simulation.py            # (a) and (b)
     .venv/bin/python bench/simulation.py --scale    # also (c)
+    .venv/bin/python bench/simulation.py --only-scale
 """
 
 from __future__ import annotations
@@ -154,12 +155,15 @@ def main() -> None:
     parser.add_argument("--reference-requests", type=int, default=16)
     parser.add_argument("--scale", action="store_true", help="also run (c)")
     parser.add_argument("--scale-requests", type=int, default=200_000)
+    parser.add_argument("--only-scale", action="store_true", help="run (c) alone")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    bench_reference_vs_fast(args.run_dir, args.fast_requests, args.reference_requests)
+    if not args.only_scale:
+        bench_reference_vs_fast(args.run_dir, args.fast_requests, args.reference_requests)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    bench_actors(args.run_dir)
-    if args.scale:
+    if not args.only_scale:
+        bench_actors(args.run_dir)
+    if args.scale or args.only_scale:
         bench_scale(args.scale_requests, Path("runs/bench"))
     ray.shutdown()
 
