@@ -202,6 +202,31 @@ def cmd_tune_reward(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_tune_step_size(args: argparse.Namespace) -> None:
+    from greenflow.tune_configs.step_size import (
+        StepSizeProblem,
+        StepSizeTuneConfig,
+        format_best,
+        run_step_size_tune,
+        step_size_path,
+    )
+
+    config = _config(args)
+    tune_cfg = StepSizeTuneConfig(
+        num_samples=args.num_samples,
+        cpus_per_trial=args.cpus_per_trial,
+        searcher=args.searcher,
+        seed=args.seed,
+    )
+    problem = StepSizeProblem(budget_fraction=args.budget_fraction)
+    doc = run_step_size_tune(config.run_dir, tune_cfg, problem, _log)
+    _log(f"\n{format_best(doc)}")
+    _log(
+        f"{len(doc['trials'])} trial(s) in {doc['wall_s']:.0f} s; best config -> "
+        f"{step_size_path(config.run_dir)}"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from greenflow.simulators.evaluate import EvaluateConfig, format_summary, run_evaluation
 
@@ -478,6 +503,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune_reward.add_argument("--seed", type=int, default=0, help="searcher seed")
     tune_reward.set_defaults(func=cmd_tune_reward)
+    tune_step = tune_sub.add_parser(
+        "step-size",
+        help="search Algorithm 1's step size, window and smoothing on a spiky replay; best -> tune/",
+    )
+    _common(tune_step)
+    tune_step.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    tune_step.add_argument(
+        "--budget-fraction",
+        type=float,
+        default=0.5,
+        help="FLOPs/s budget as a fraction of the full chain for everyone at the base rate "
+        "(default 0.5)",
+    )
+    tune_step.add_argument(
+        "--cpus-per-trial", type=float, default=0.5, help="CPUs per trial (default 0.5)"
+    )
+    tune_step.add_argument(
+        "--searcher",
+        choices=["optuna", "random"],
+        default="optuna",
+        help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
+    )
+    tune_step.add_argument("--seed", type=int, default=0, help="searcher seed")
+    tune_step.set_defaults(func=cmd_tune_step_size)
 
     evaluate = sub.add_parser(
         "evaluate", help="offline budget sweep of GreenFlow and the baselines, tables, plots, PFEC"

@@ -1,0 +1,413 @@
+"""``greenflow tune step-size``: Ray Tune search over Algorithm 1's η, window and smoothing.
+
+The objective (``step_size_objective``, pure, no Ray) replays the evaluation requests
+through ``platform.allocation.primal_dual.replay``: choices from the reward model's Q̂,
+realised clicks from the simulated true rewards R. Traffic (``TrafficProfile``): a seeded
+order of the requests (a fresh permutation per pass, as many passes as needed) with
+arrival times of a Poisson process whose rate is ``base_rate`` req/s, then
+``spike_factor`` × that for the middle segment (thirds of the timeline by default), then
+``base_rate`` again. Windows start at t = 0, so every window length in the space that
+divides ``duration_s`` gives whole windows.
+
+Budget: ``budget_flops_per_s = budget_fraction × q.max() × base_rate`` (default fraction
+0.5: half of serving everyone the full chain at the base rate); a window of ``window_s``
+seconds gets ``budget_flops_per_s × window_s`` FLOPs, so during the spike the same
+budget must cover three times the requests. The controller is warm-started (``fit``) on a
+calibration slice, the first ``calibration_fraction`` of the seeded order, at the same
+per-request budget as the base rate; the replay uses the other requests only.
+
+Score: total true clicks − penalty × (windows with spend > budget × 1.01) × (mean clicks
+per window). Mean clicks per window × windows = total clicks, so the penalty is
+``penalty × over-budget share × clicks`` and compares fairly across window lengths.
+
+η is searched relative to the fitted λ (``step_size_rel``; ``step_size=None`` in the
+controller is a relative step of 1), log-uniform in [0.01, 100]; the absolute η
+(clicks/FLOP) is what the best file records as ``step_size``. Every trial reports once,
+so there is nothing for an early-stopping scheduler to stop: trials run FIFO, proposed by
+Optuna's TPE (``searcher="random"``: Ray's BasicVariantGenerator).
+
+The best config goes to ``<run-dir>/tune/step_size_best.json`` for the serving issue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from ray import tune
+
+from greenflow.platform.allocation.primal_dual import DualPriceController, replay
+from greenflow.platform.reward.store import TUNE_DIR, write_json
+from greenflow.simulators.cluster import connect
+
+STEP_SIZE_FILE = "step_size_best.json"
+OVER_BUDGET_SLACK = 1.01  # a window "overspends" when spend > budget × this
+WINDOW_CHOICES = (1.0, 2.0, 5.0, 10.0)  # seconds of simulated time
+
+SearcherName = Literal["optuna", "random"]
+
+
+@dataclass(frozen=True)
+class TrafficProfile:
+    """Arrival-rate profile of the replay: base rate, a spike segment, base rate again."""
+
+    base_rate: float = 20.0  # requests per second
+    duration_s: float = 300.0  # 30 windows of the longest window length (10 s)
+    spike_factor: float = 3.0
+    spike_start: float = 1 / 3  # fraction of the timeline
+    spike_end: float = 2 / 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.base_rate > 0 and self.duration_s > 0 and self.spike_factor > 0):
+            raise ValueError("base_rate, duration_s and spike_factor must be positive")
+        if not 0.0 <= self.spike_start <= self.spike_end <= 1.0:
+            raise ValueError("need 0 <= spike_start <= spike_end <= 1")
+
+    def rate(self, t_s: np.ndarray) -> np.ndarray:
+        """Requests per second at time t (s)."""
+        t = np.asarray(t_s, dtype=np.float64)
+        spike = (t >= self.spike_start * self.duration_s) & (t < self.spike_end * self.duration_s)
+        return np.where(spike, self.base_rate * self.spike_factor, self.base_rate)
+
+    def _breaks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Segment start times (s) and the expected arrivals before each: Λ at the breaks."""
+        t = np.array([0.0, self.spike_start, self.spike_end, 1.0]) * self.duration_s
+        rates = self.rate(t[:-1])
+        cum = np.concatenate(([0.0], np.cumsum(rates * np.diff(t))))
+        return t, cum
+
+    def arrivals(self) -> np.ndarray:
+        """Seeded Poisson arrival times (s), sorted, in [0, duration_s)."""
+        t, cum = self._breaks()
+        rng = np.random.default_rng(self.seed)
+        total = cum[-1]
+        # A unit-rate process on the Λ axis, mapped back through Λ⁻¹ (piecewise linear).
+        gaps = rng.exponential(1.0, size=int(total + 6 * np.sqrt(total) + 10))
+        lam = np.cumsum(gaps)
+        lam = lam[lam < total]
+        return np.interp(lam, cum, t)
+
+
+def request_order(n: int, length: int, seed: int) -> np.ndarray:
+    """``length`` request indices in 0..n-1: seeded permutations, one per pass."""
+    rng = np.random.default_rng(seed)
+    passes = -(-length // n) if n else 0
+    order = np.concatenate([rng.permutation(n) for _ in range(passes)]) if passes else []
+    return np.asarray(order, dtype=np.int64)[:length]
+
+
+def budget_flops_per_s(q: np.ndarray, base_rate: float, budget_fraction: float) -> float:
+    """FLOPs per second: ``budget_fraction`` of the full chain for everyone at the base rate."""
+    return float(budget_fraction * np.max(q) * base_rate)
+
+
+@dataclass(frozen=True)
+class StepSizeProblem:
+    """What every trial shares: traffic, budget and scoring (the searched knobs are not)."""
+
+    traffic: TrafficProfile = TrafficProfile()
+    budget_fraction: float = 0.5
+    calibration_fraction: float = 0.2
+    penalty: float = 1.0  # mean window clicks lost per over-budget window
+    guard_tolerance: float = 0.05  # the serving SpendGuard's ε; math.inf: no guard
+
+    def __post_init__(self) -> None:
+        if not self.budget_fraction > 0:
+            raise ValueError(f"budget_fraction must be > 0, got {self.budget_fraction}")
+        if not 0 < self.calibration_fraction < 1:
+            raise ValueError("calibration_fraction must be in (0, 1)")
+
+
+def calibration_split(n: int, problem: StepSizeProblem) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration rows, replay rows) of the N requests, from a seeded permutation."""
+    perm = np.random.default_rng(problem.traffic.seed).permutation(n)
+    cut = max(1, int(round(problem.calibration_fraction * n)))
+    if cut >= n:
+        raise ValueError(f"{n} request(s) leave none for the replay after calibration")
+    return perm[:cut], perm[cut:]
+
+
+def fit_controller(
+    controller: DualPriceController, Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem
+) -> DualPriceController:
+    """Warm start on the calibration slice at the base rate's per-request budget."""
+    cal, _ = calibration_split(Q.shape[0], problem)
+    per_request = problem.budget_fraction * float(np.max(q))
+    return controller.fit(Q[cal], q, per_request * cal.size)
+
+
+def fitted_price(Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem) -> float:
+    """λ (clicks/FLOP) fitted on the calibration slice: the scale of η."""
+    return fit_controller(DualPriceController(), Q, q, problem).price()
+
+
+def step_size_objective(
+    params: dict[str, Any],
+    Q: np.ndarray,
+    R: np.ndarray,
+    q: np.ndarray,
+    problem: StepSizeProblem = StepSizeProblem(),
+) -> dict[str, float]:
+    """Replay the traffic with Algorithm 1 at ``params`` (step_size_rel, window_s,
+    smoothing); Q (N, J) estimated clicks decide, R (N, J) true clicks are counted."""
+    Q = np.asarray(Q, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    window_s = float(params["window_s"])
+    lam0 = fitted_price(Q, q, problem)
+    eta = float(params["step_size_rel"]) * lam0
+    controller = DualPriceController(
+        step_size=eta, method="gradient", smoothing=float(params["smoothing"])
+    )
+    fit_controller(controller, Q, q, problem)
+    _, rows = calibration_split(Q.shape[0], problem)
+    arrival = problem.traffic.arrivals()
+    served = rows[request_order(rows.size, arrival.size, problem.traffic.seed + 1)]
+    per_s = budget_flops_per_s(q, problem.traffic.base_rate, problem.budget_fraction)
+    budget = per_s * window_s
+    records = replay(
+        Q[served], q, arrival, window_s=window_s, budget_flops=budget, controller=controller,
+        guard_tolerance=problem.guard_tolerance, clicks=R[served], start_s=0.0,
+    )  # fmt: skip
+    if not records:
+        raise ValueError("the traffic profile produced no requests")
+    spend = np.array([r.spend_flops for r in records])
+    clicks_w = np.array([r.clicks or 0.0 for r in records])
+    over = int(np.sum(spend > budget * OVER_BUDGET_SLACK))
+    clicks = float(clicks_w.sum())
+    score = clicks - problem.penalty * over * (clicks / len(records))
+    return {
+        "score": score,
+        "clicks": clicks,
+        "windows": len(records),
+        "over_budget_windows": over,
+        "over_budget_windows_pct": 100.0 * over / len(records),
+        "mean_utilisation": float(np.mean(spend / budget)),
+        "max_utilisation": float(np.max(spend / budget)),
+        "guard_requests": int(sum(r.guard_requests for r in records)),
+        "requests": int(arrival.size),
+        "fitted_dual_price": lam0,
+        "step_size": eta,
+        "final_dual_price": controller.price(),
+    }
+
+
+@dataclass(frozen=True)
+class StepSizeTuneConfig:
+    """How the search runs (the space itself is ``search_space``)."""
+
+    num_samples: int = 8
+    cpus_per_trial: float = 0.5
+    searcher: SearcherName = "optuna"
+    seed: int = 0
+    window_choices: tuple[float, ...] = WINDOW_CHOICES
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1 or self.cpus_per_trial <= 0:
+            raise ValueError("num_samples and cpus_per_trial must be positive")
+        if self.searcher not in ("optuna", "random"):
+            raise ValueError(f"unknown searcher {self.searcher!r}; use 'optuna' or 'random'")
+
+
+def search_space(config: StepSizeTuneConfig) -> dict[str, Any]:
+    """η relative to the fitted λ, window length (s) and smoothing."""
+    return {
+        "step_size_rel": tune.loguniform(1e-2, 100.0),
+        "window_s": tune.choice(list(config.window_choices)),
+        "smoothing": tune.uniform(0.0, 0.9),
+    }
+
+
+def step_size_trainable(
+    params: dict[str, Any],
+    Q: np.ndarray,
+    R: np.ndarray,
+    q: np.ndarray,
+    problem: StepSizeProblem,
+) -> None:
+    """One trial: the objective at ``params``, reported once."""
+    tune.report(step_size_objective(params, Q, R, q, problem))
+
+
+class _Progress(tune.Callback):
+    """One line per finished trial (Tune's own tables are silenced: verbose=0)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+        self.total, self.done, self.log = total, 0, log
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.done += 1
+        r, c = trial.last_result or {}, trial.config
+        self.log(
+            f"  trial {self.done}/{self.total} {trial.trial_id}: score "
+            f"{r.get('score', float('nan')):.1f}, clicks {r.get('clicks', float('nan')):.1f}, "
+            f"over budget {r.get('over_budget_windows_pct', float('nan')):.1f}% of windows "
+            f"(eta x{c['step_size_rel']:.3g} of fitted lambda, window {c['window_s']:g} s, "
+            f"smoothing {c['smoothing']:.2f})"
+        )
+
+
+def _searcher(config: StepSizeTuneConfig) -> Any:
+    if config.searcher == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=config.seed)
+    try:
+        import optuna
+    except ImportError as exc:
+        raise ValueError(
+            "the optuna searcher needs the optuna package (pip install optuna); "
+            "or use --searcher random"
+        ) from exc
+    from ray.tune.search.optuna import OptunaSearch
+
+    startup = min(10, max(2, config.num_samples // 2))
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
+    return OptunaSearch(sampler=sampler)
+
+
+def step_size_path(run_dir: Path) -> Path:
+    return Path(run_dir) / TUNE_DIR / STEP_SIZE_FILE
+
+
+def run_step_size_tune(
+    run_dir: Path,
+    config: StepSizeTuneConfig,
+    problem: StepSizeProblem = StepSizeProblem(),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the search on the connected (or a new local) cluster over the evaluation
+    requests of ``run_dir``; writes and returns ``tune/step_size_best.json``."""
+    from greenflow.simulators.evaluate import load_inputs
+
+    run_dir = Path(run_dir).resolve()  # Tune's storage path must be absolute
+    inputs = load_inputs(run_dir)  # once, on the driver
+    Q, R, q = inputs.estimates["full"], inputs.R, inputs.q
+    connect()
+    storage = run_dir / TUNE_DIR
+    storage.mkdir(parents=True, exist_ok=True)
+    name = f"step-size-{time.strftime('%Y%m%d-%H%M%S')}"
+    per_s = budget_flops_per_s(q, problem.traffic.base_rate, problem.budget_fraction)
+    log(
+        f"tuning Algorithm 1 on {Q.shape[0]} evaluation request(s) x {Q.shape[1]} chains: "
+        f"{config.num_samples} trial(s), {config.cpus_per_trial} CPU each, "
+        f"{config.searcher} searcher, budget {per_s / 1e9:.3g} GFLOP/s -> {storage / name}"
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(step_size_trainable, Q=Q, R=R, q=q, problem=problem),
+        {"cpu": config.cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=search_space(config),
+        tune_config=tune.TuneConfig(
+            metric="score",
+            mode="max",
+            num_samples=config.num_samples,
+            search_alg=_searcher(config),
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=[_Progress(config.num_samples, log)],
+        ),
+    )
+    start = time.perf_counter()
+    results = tuner.fit()
+    wall_s = time.perf_counter() - start
+    if results.errors:
+        log(f"  {len(results.errors)} trial(s) failed; first error: {results.errors[0]}")
+    best = results.get_best_result(metric="score", mode="max", scope="last")
+    if best.metrics is None or best.config is None:
+        raise ValueError(f"no trial of {storage / name} reported a score")
+    trials = []
+    for result in results:
+        if result.metrics is None or result.config is None:
+            continue
+        m = result.metrics
+        trials.append(
+            {
+                "params": dict(result.config),
+                "score": m.get("score"),
+                "clicks": m.get("clicks"),
+                "over_budget_windows_pct": m.get("over_budget_windows_pct"),
+            }
+        )
+    trials.sort(key=lambda t: -float("inf") if t["score"] is None else -t["score"])
+    m, params = best.metrics, dict(best.config)
+    doc = {
+        "step_size": m["step_size"],  # absolute η, clicks/FLOP
+        "step_size_rel": params["step_size_rel"],  # η / fitted λ
+        "window_s": params["window_s"],
+        "smoothing": params["smoothing"],
+        "method": "gradient",
+        "score": m["score"],
+        "clicks": m["clicks"],
+        "over_budget_windows_pct": m["over_budget_windows_pct"],
+        "mean_utilisation": m["mean_utilisation"],
+        "max_utilisation": m["max_utilisation"],
+        "windows": m["windows"],
+        "requests": m["requests"],
+        "guard_requests": m["guard_requests"],
+        "fitted_dual_price": m["fitted_dual_price"],
+        "budget_flops_per_s": per_s,
+        "budget_fraction": problem.budget_fraction,
+        "traffic": asdict(problem.traffic),
+        "calibration_fraction": problem.calibration_fraction,
+        "penalty": problem.penalty,
+        "guard_tolerance": problem.guard_tolerance,
+        "over_budget_slack": OVER_BUDGET_SLACK,
+        "eval_requests": int(Q.shape[0]),
+        "num_samples": config.num_samples,
+        "searcher": config.searcher,
+        "cpus_per_trial": config.cpus_per_trial,
+        "wall_s": round(wall_s, 1),
+        "experiment_path": str(storage / name),
+        "trials": trials,
+        "errors": len(results.errors),
+    }
+    write_json(step_size_path(run_dir), doc)
+    return doc
+
+
+def format_best(doc: dict[str, Any]) -> str:
+    """The best config and its numbers, one per line."""
+    return "\n".join(
+        [
+            f"best of {len(doc['trials'])} trial(s): score {doc['score']:.1f} "
+            f"(clicks {doc['clicks']:.1f}, {doc['over_budget_windows_pct']:.1f}% of "
+            f"{doc['windows']} windows over budget, mean utilisation "
+            f"{doc['mean_utilisation']:.3f})",
+            f"  step_size        {doc['step_size']:.3g} clicks/FLOP "
+            f"({doc['step_size_rel']:.3g} x fitted lambda {doc['fitted_dual_price']:.3g})",
+            f"  window_s         {doc['window_s']:g}",
+            f"  smoothing        {doc['smoothing']:.3f}",
+            f"  budget           {doc['budget_flops_per_s'] / 1e9:.3g} GFLOP/s "
+            f"({doc['budget_fraction']:g} x full chain at {doc['traffic']['base_rate']:g} req/s)",
+        ]
+    )
+
+
+__all__ = [
+    "STEP_SIZE_FILE",
+    "StepSizeProblem",
+    "StepSizeTuneConfig",
+    "TrafficProfile",
+    "budget_flops_per_s",
+    "calibration_split",
+    "fit_controller",
+    "fitted_price",
+    "format_best",
+    "request_order",
+    "run_step_size_tune",
+    "search_space",
+    "step_size_objective",
+    "step_size_path",
+    "step_size_trainable",
+]
