@@ -48,6 +48,7 @@ from greenflow.platform.reward.store import (
 )
 from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.simulators.cluster import connect
+from greenflow.tune_configs.common import TrialProgress, make_searcher
 
 SearcherName = Literal["optuna", "random"]
 
@@ -114,40 +115,13 @@ def reward_trainable(
     fit_reward_model(data, model_cfg, train_cfg, log=lambda _: None, on_epoch=tune.report)
 
 
-class _Progress(tune.Callback):
-    """One line per finished trial (Tune's own tables are silenced: verbose=0)."""
-
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
-        self.total, self.done, self.log = total, 0, log
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done += 1
-        result = trial.last_result or {}
-        self.log(
-            f"  trial {self.done}/{self.total} {trial.trial_id}: val_loss "
-            f"{result.get('val_loss', float('nan')):.4f} after {result.get('training_iteration', 0)} "
-            f"epoch(s) (lr {trial.config['lr']:.2g}, batch {trial.config['batch_size']}, "
-            f"bases {trial.config['bases']})"
-        )
-
-
-def _searcher(config: RewardTuneConfig) -> Any:
-    if config.searcher == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=config.seed)
-    try:
-        import optuna
-    except ImportError as exc:
-        raise ValueError(
-            "the optuna searcher needs the optuna package (pip install optuna); "
-            "or use --searcher random"
-        ) from exc
-    from ray.tune.search.optuna import OptunaSearch
-
-    startup = min(10, max(2, config.num_samples // 2))
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
-    return OptunaSearch(sampler=sampler)
+def _describe(trial: Any) -> str:
+    result, c = trial.last_result or {}, trial.config
+    return (
+        f"val_loss {result.get('val_loss', float('nan')):.4f} after "
+        f"{result.get('training_iteration', 0)} epoch(s) (lr {c['lr']:.2g}, "
+        f"batch {c['batch_size']}, bases {c['bases']})"
+    )
 
 
 def run_reward_tune(
@@ -191,13 +165,13 @@ def run_reward_tune(
                 grace_period=config.grace_period,
                 reduction_factor=config.reduction_factor,
             ),
-            search_alg=_searcher(config),
+            search_alg=make_searcher(config.searcher, config.seed, config.num_samples),
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
             verbose=0,
-            callbacks=[_Progress(config.num_samples, log)],
+            callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
     start = time.perf_counter()

@@ -43,6 +43,7 @@ from ray import tune
 from greenflow.platform.allocation.primal_dual import DualPriceController, replay
 from greenflow.platform.reward.store import TUNE_DIR, write_json
 from greenflow.simulators.cluster import connect
+from greenflow.tune_configs.common import TrialProgress, make_searcher
 
 STEP_SIZE_FILE = "step_size_best.json"
 OVER_BUDGET_SLACK = 1.01  # a window "overspends" when spend > budget × this
@@ -234,41 +235,14 @@ def step_size_trainable(
     tune.report(step_size_objective(params, Q, R, q, problem))
 
 
-class _Progress(tune.Callback):
-    """One line per finished trial (Tune's own tables are silenced: verbose=0)."""
-
-    def __init__(self, total: int, log: Callable[[str], None]) -> None:
-        self.total, self.done, self.log = total, 0, log
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.done += 1
-        r, c = trial.last_result or {}, trial.config
-        self.log(
-            f"  trial {self.done}/{self.total} {trial.trial_id}: score "
-            f"{r.get('score', float('nan')):.1f}, clicks {r.get('clicks', float('nan')):.1f}, "
-            f"over budget {r.get('over_budget_windows_pct', float('nan')):.1f}% of windows "
-            f"(eta x{c['step_size_rel']:.3g} of fitted lambda, window {c['window_s']:g} s, "
-            f"smoothing {c['smoothing']:.2f})"
-        )
-
-
-def _searcher(config: StepSizeTuneConfig) -> Any:
-    if config.searcher == "random":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=config.seed)
-    try:
-        import optuna
-    except ImportError as exc:
-        raise ValueError(
-            "the optuna searcher needs the optuna package (pip install optuna); "
-            "or use --searcher random"
-        ) from exc
-    from ray.tune.search.optuna import OptunaSearch
-
-    startup = min(10, max(2, config.num_samples // 2))
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
-    return OptunaSearch(sampler=sampler)
+def _describe(trial: Any) -> str:
+    r, c = trial.last_result or {}, trial.config
+    return (
+        f"score {r.get('score', float('nan')):.1f}, clicks {r.get('clicks', float('nan')):.1f}, "
+        f"over budget {r.get('over_budget_windows_pct', float('nan')):.1f}% of windows "
+        f"(eta x{c['step_size_rel']:.3g} of fitted lambda, window {c['window_s']:g} s, "
+        f"smoothing {c['smoothing']:.2f})"
+    )
 
 
 def step_size_path(run_dir: Path) -> Path:
@@ -309,13 +283,13 @@ def run_step_size_tune(
             metric="score",
             mode="max",
             num_samples=config.num_samples,
-            search_alg=_searcher(config),
+            search_alg=make_searcher(config.searcher, config.seed, config.num_samples),
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
             verbose=0,
-            callbacks=[_Progress(config.num_samples, log)],
+            callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
     start = time.perf_counter()

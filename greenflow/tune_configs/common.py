@@ -1,0 +1,41 @@
+"""Pieces shared by the Tune runners: the searcher factory and a one-line-per-trial log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+
+class TrialProgress(tune.Callback):
+    """One line per finished trial (Tune's own tables are silenced: verbose=0)."""
+
+    def __init__(
+        self, total: int, log: Callable[[str], None], describe: Callable[[Any], str]
+    ) -> None:
+        self.total, self.done, self.log, self.describe = total, 0, log, describe
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.done += 1
+        self.log(f"  trial {self.done}/{self.total} {trial.trial_id}: {self.describe(trial)}")
+
+
+def make_searcher(searcher: str, seed: int, num_samples: int) -> Any:
+    """Optuna's TPE (seeded; a few random start-up trials) or Tune's random search."""
+    if searcher == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    try:
+        import optuna
+    except ImportError as exc:
+        raise ValueError(
+            "the optuna searcher needs the optuna package (pip install optuna); "
+            "or use --searcher random"
+        ) from exc
+    from ray.tune.search.optuna import OptunaSearch
+
+    startup = min(10, max(2, num_samples // 2))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    return OptunaSearch(sampler=sampler)
