@@ -194,6 +194,7 @@ def run_evaluation(
             "clicks": curve.clicks[0],
             "flops": curve.flops[0],
             "chains": int(mask.sum()),
+            "feasible": curve.feasible[0],
         }
     # Table 3: rank-model pools
     table3 = {}
@@ -203,14 +204,14 @@ def run_evaluation(
         )
         c = evaluate_policies({m: GreenFlowPolicy(inputs.estimates["full"], inputs.q, mask)},
                               inputs.R, inputs.q, np.array([table_budget]))[m]  # fmt: skip
-        table3[m] = {"clicks": c.clicks[0], "flops": c.flops[0]}
+        table3[m] = {"clicks": c.clicks[0], "flops": c.flops[0], "feasible": c.feasible[0]}
     # Table 4 clicks column: reward-model variants
     table4 = {}
     for v, Q in inputs.estimates.items():
         c = evaluate_policies(
             {v: GreenFlowPolicy(Q, inputs.q)}, inputs.R, inputs.q, np.array([table_budget])
         )[v]
-        table4[v] = {"clicks": c.clicks[0], "flops": c.flops[0]}
+        table4[v] = {"clicks": c.clicks[0], "flops": c.flops[0], "feasible": c.feasible[0]}
 
     pfec = PFECConfig()
     doc: dict[str, Any] = {

@@ -43,6 +43,8 @@ def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
         assert name in doc["flops_saving_at_equal_clicks"]
     assert set(doc["table4_reward_variants"]) == {"full", "plain"}
     assert {"all actions", "k1 only", "k2 only"} <= set(doc["table2_action_subsets"])
+    for row in doc["table2_action_subsets"].values():
+        assert row["feasible"] or row["flops"] > doc["table_budget_flops"]
     assert (config.run_dir / "offline_clicks.png").stat().st_size > 10_000
     assert (config.run_dir / "offline_dual_price.png").is_file()
     assert "greenflow" in format_summary(doc)
