@@ -72,9 +72,12 @@ def flops_saving_at_equal_clicks(
     return None
 
 
-def clicks_at(curve: Curve, budget: float) -> float:
-    """Clicks at ``budget`` by linear interpolation along the sweep."""
-    return float(np.interp(budget, curve.budgets, curve.clicks))
+def at_budget(curve: Curve, budget: float) -> tuple[float, float]:
+    """(clicks, FLOPs spent) at ``budget`` by linear interpolation along the sweep."""
+    return (
+        float(np.interp(budget, curve.budgets, curve.clicks)),
+        float(np.interp(budget, curve.budgets, curve.flops)),
+    )
 
 
 def mean_reward_per_chain(

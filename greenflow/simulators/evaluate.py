@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 
 from greenflow.config import Config, config_to_dict
@@ -36,13 +35,13 @@ from greenflow.platform.chains import Chain, stage_costs
 from greenflow.platform.data.store import load_requests
 from greenflow.platform.energy import PFECConfig
 from greenflow.platform.evaluation import (
-    Curve,
+    at_budget,
     budget_grid,
-    clicks_at,
     evaluate_policies,
     flops_saving_at_equal_clicks,
     mean_reward_per_chain,
     return_pct,
+    sweep,
 )
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.reward.store import predict_rewards
@@ -146,7 +145,7 @@ def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
 
 
 def _pfec(
-    flops: float, clicks: float, calibration: dict[str, Any], pfec: PFECConfig
+    clicks: float, flops: float, calibration: dict[str, Any], pfec: PFECConfig
 ) -> dict[str, Any]:
     it_energy_j = flops * calibration["joules_per_flop"]
     energy_j = pfec.facility_energy_j(it_energy_j)
@@ -181,37 +180,27 @@ def run_evaluation(
     oracle = curves["oracle"]
     table_budget = ev.table_fraction * full_flops
 
+    def greenflow_at_table_budget(Q: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """GreenFlow on a subset of chains at the table budget, charged the true rewards."""
+        c = sweep(GreenFlowPolicy(Q, inputs.q, mask), inputs.R, inputs.q, np.array([table_budget]))
+        return {"clicks": c.clicks[0], "flops": c.flops[0], "feasible": c.feasible[0]}
+
     # Table 2: which actions GreenFlow may vary (the rest fixed at the full chain's)
     full_chain = inputs.chains[full]
+    Q_full = inputs.estimates["full"]
     subsets = {"k1 only": {"k1"}, "k2 only": {"k2"}, "rank model only": {"model"},
                "k1 + k2": {"k1", "k2"}, "all actions": {"k1", "k2", "model"}}  # fmt: skip
     table2 = {}
     for name, free in subsets.items():
         mask = _restricted(inputs.chains, full_chain, free)
-        curve = evaluate_policies({name: GreenFlowPolicy(inputs.estimates["full"], inputs.q, mask)},
-                                  inputs.R, inputs.q, np.array([table_budget]))[name]  # fmt: skip
-        table2[name] = {
-            "clicks": curve.clicks[0],
-            "flops": curve.flops[0],
-            "chains": int(mask.sum()),
-            "feasible": curve.feasible[0],
-        }
+        table2[name] = {**greenflow_at_table_budget(Q_full, mask), "chains": int(mask.sum())}
     # Table 3: rank-model pools
-    table3 = {}
-    for m in sorted({c.actions[-1].model for c in inputs.chains}) + ["both"]:
-        mask = (
-            np.ones(len(inputs.chains), bool) if m == "both" else _rank_model_mask(inputs.chains, m)
-        )
-        c = evaluate_policies({m: GreenFlowPolicy(inputs.estimates["full"], inputs.q, mask)},
-                              inputs.R, inputs.q, np.array([table_budget]))[m]  # fmt: skip
-        table3[m] = {"clicks": c.clicks[0], "flops": c.flops[0], "feasible": c.feasible[0]}
+    rank_models = sorted({c.actions[-1].model for c in inputs.chains})
+    table3 = {m: greenflow_at_table_budget(Q_full, _rank_model_mask(inputs.chains, m))
+              for m in rank_models}  # fmt: skip
+    table3["both"] = greenflow_at_table_budget(Q_full)
     # Table 4 clicks column: reward-model variants
-    table4 = {}
-    for v, Q in inputs.estimates.items():
-        c = evaluate_policies(
-            {v: GreenFlowPolicy(Q, inputs.q)}, inputs.R, inputs.q, np.array([table_budget])
-        )[v]
-        table4[v] = {"clicks": c.clicks[0], "flops": c.flops[0], "feasible": c.feasible[0]}
+    table4 = {v: greenflow_at_table_budget(Q) for v, Q in inputs.estimates.items()}
 
     pfec = PFECConfig()
     doc: dict[str, Any] = {
@@ -236,11 +225,8 @@ def run_evaluation(
         "table3_rank_models": table3,
         "table4_reward_variants": table4,
         "pfec": {
-            k: _pfec(
-                clicks_at_flops(c, table_budget)[1], clicks_at(c, table_budget), calibration, pfec
-            )
-            for k, c in curves.items()
-        },  # fmt: skip
+            k: _pfec(*at_budget(c, table_budget), calibration, pfec) for k, c in curves.items()
+        },
         "pfec_budget_flops": table_budget,
         "joules_per_flop": calibration["joules_per_flop"],
         "config": config_to_dict(config),
@@ -248,12 +234,6 @@ def run_evaluation(
     (run_dir / EVAL_FILE).write_text(json.dumps(doc, indent=2))
     plot(doc, run_dir)
     return doc
-
-
-def clicks_at_flops(curve: Curve, budget: float) -> tuple[float, float]:
-    """(clicks, FLOPs spent) at ``budget`` by interpolation along the sweep."""
-    return (float(np.interp(budget, curve.budgets, curve.clicks)),
-            float(np.interp(budget, curve.budgets, curve.flops)))  # fmt: skip
 
 
 STYLE = {"greenflow": ("tab:green", "-", "o"), "oracle": ("black", "--", None),
@@ -313,6 +293,3 @@ def format_summary(doc: dict[str, Any]) -> str:
         cells = "".join(f"{m['clicks'][i]:>7.0f} {doc['return_pct'][name][i]:>3.0f}%" for i in cols)
         lines.append(f"{name:<12}{cells}{'   never' if saving is None else f'{saving:>9.0%}'}")
     return "\n".join(lines)
-
-
-__all__ = ["EvaluateConfig", "run_evaluation", "format_summary", "pd"]

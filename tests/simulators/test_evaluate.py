@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from greenflow.platform.energy import PFECConfig
@@ -67,6 +68,12 @@ def test_pfec_rows_are_estimates_from_measured_joules_per_flop(evaluated) -> Non
     _, doc = evaluated
     records = collect_pfec_records({"offline_eval.json": doc})
     assert {r.name for r in records} == {f"offline_eval/{m}" for m in METHODS}
+    budget = doc["pfec_budget_flops"]
     for r in records:
+        m = doc["methods"][r.name.split("/")[1]]
+        assert r.flops == pytest.approx(np.interp(budget, doc["budgets"], m["flops"]))
+        assert r.performance["clicks"] == pytest.approx(
+            np.interp(budget, doc["budgets"], m["clicks"])
+        )
         assert r.energy_j == pytest.approx(r.flops * doc["joules_per_flop"] * r.pue)
         assert r.carbon_g > 0 and set(r.sources.values()) <= {"estimate", "rapl", "nvml"}
