@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,3 +40,21 @@ def make_searcher(searcher: str, seed: int, num_samples: int) -> Any:
     startup = min(10, max(2, num_samples // 2))
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     return OptunaSearch(sampler=sampler)
+
+
+def fit_best(
+    tuner: tune.Tuner, metric: str, mode: str, log: Callable[[str], None], where: str
+) -> tuple[Any, Any, float]:
+    """Run the search; returns (all results, the best result, wall seconds).
+
+    Failed trials are logged, not fatal; a search where no trial reported ``metric`` is.
+    """
+    start = time.perf_counter()
+    results = tuner.fit()
+    wall_s = time.perf_counter() - start
+    if results.errors:
+        log(f"  {len(results.errors)} trial(s) failed; first error: {results.errors[0]}")
+    best = results.get_best_result(metric=metric, mode=mode, scope="last")
+    if best.metrics is None or best.config is None:
+        raise ValueError(f"no trial of {where} reported a {metric}")
+    return results, best, wall_s

@@ -48,7 +48,7 @@ from greenflow.platform.reward.store import (
 )
 from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.simulators.cluster import connect
-from greenflow.tune_configs.common import TrialProgress, make_searcher
+from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 SearcherName = Literal["optuna", "random"]
 
@@ -174,14 +174,7 @@ def run_reward_tune(
             callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
-    start = time.perf_counter()
-    results = tuner.fit()
-    wall_s = time.perf_counter() - start
-    if results.errors:
-        log(f"  {len(results.errors)} trial(s) failed; first error: {results.errors[0]}")
-    best = results.get_best_result(metric="val_loss", mode="min", scope="last")
-    if best.metrics is None or best.config is None:
-        raise ValueError(f"no trial of {storage / name} reported a val_loss")
+    results, best, wall_s = fit_best(tuner, "val_loss", "min", log, str(storage / name))
     params = dict(best.config)
     best_model, _ = configs_from_params(params, base_model, train_config)
     flops, ratio, _ = overhead(best_model, data)

@@ -43,7 +43,7 @@ from ray import tune
 from greenflow.platform.allocation.primal_dual import DualPriceController, replay
 from greenflow.platform.reward.store import TUNE_DIR, write_json
 from greenflow.simulators.cluster import connect
-from greenflow.tune_configs.common import TrialProgress, make_searcher
+from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 STEP_SIZE_FILE = "step_size_best.json"
 OVER_BUDGET_SLACK = 1.01  # a window "overspends" when spend > budget × this
@@ -292,14 +292,7 @@ def run_step_size_tune(
             callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
-    start = time.perf_counter()
-    results = tuner.fit()
-    wall_s = time.perf_counter() - start
-    if results.errors:
-        log(f"  {len(results.errors)} trial(s) failed; first error: {results.errors[0]}")
-    best = results.get_best_result(metric="score", mode="max", scope="last")
-    if best.metrics is None or best.config is None:
-        raise ValueError(f"no trial of {storage / name} reported a score")
+    results, best, wall_s = fit_best(tuner, "score", "max", log, str(storage / name))
     trials = []
     for result in results:
         if result.metrics is None or result.config is None:
