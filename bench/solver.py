@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from greenflow.platform.allocation import solve_exact  # noqa: E402
+from greenflow.platform.allocation.highs import build_lp, solve_lp  # noqa: E402
 
 BUDGET_SHARE = 0.3  # of the spend when every request gets its dearest chain
 
@@ -49,33 +50,13 @@ def make_instance(n: int, n_chains: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 def highs_lp(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> tuple[float, float]:
     """(objective in clicks, seconds) of the LP relaxation solved by HiGHS on one thread."""
-    import highspy  # dev dependency, only here
-
-    n, J = Q.shape
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n * J, n + 1
-    lp.col_cost_ = -Q.ravel()
-    lp.col_lower_, lp.col_upper_ = np.zeros(n * J), np.ones(n * J)
-    lp.row_lower_ = np.concatenate([np.ones(n), [-highspy.kHighsInf]])
-    lp.row_upper_ = np.concatenate([np.ones(n), [budget_flops]])
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.arange(0, 2 * n * J + 1, 2, dtype=np.int32)
-    index = np.empty(2 * n * J, dtype=np.int32)
-    index[0::2] = np.repeat(np.arange(n, dtype=np.int32), J)  # Σ_j x_ij = 1
-    index[1::2] = n  # budget row
-    value = np.ones(2 * n * J)
-    value[1::2] = np.broadcast_to(q, Q.shape).ravel()
-    lp.a_matrix_.index_, lp.a_matrix_.value_ = index, value
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
+    lp = build_lp(Q, q, budget_flops)
     start = time.perf_counter()
-    h.passModel(lp)
-    h.run()
+    objective = solve_lp(lp, threads=1)
     seconds = time.perf_counter() - start
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        raise RuntimeError(f"HiGHS: {h.modelStatusToString(h.getModelStatus())}")
-    return -h.getInfo().objective_function_value, seconds
+    if objective is None:
+        raise RuntimeError("HiGHS: infeasible")
+    return objective, seconds
 
 
 def time_exact(

@@ -17,36 +17,14 @@ from greenflow.platform.allocation import (
     solve_exact,
 )
 from greenflow.platform.allocation import exact as exact_module
+from greenflow.platform.allocation.highs import build_lp, solve_lp
 
-highspy = pytest.importorskip("highspy")
+pytest.importorskip("highspy")
 
 
 def highs_lp(Q: np.ndarray, q: np.ndarray, budget: float) -> float | None:
     """Optimum of the LP relaxation of problem (3) by HiGHS; None when infeasible."""
-    n, J = Q.shape
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = n * J, n + 1
-    lp.col_cost_ = -Q.ravel()
-    lp.col_lower_, lp.col_upper_ = np.zeros(n * J), np.ones(n * J)
-    lp.row_lower_ = np.concatenate([np.ones(n), [-highspy.kHighsInf]])
-    lp.row_upper_ = np.concatenate([np.ones(n), [budget]])
-    # Column x_ij: 1 in request i's row Σ_j x_ij = 1, q_ij in the budget row.
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.arange(0, 2 * n * J + 1, 2, dtype=np.int32)
-    index = np.empty(2 * n * J, dtype=np.int32)
-    index[0::2] = np.repeat(np.arange(n, dtype=np.int32), J)
-    index[1::2] = n
-    value = np.ones(2 * n * J)
-    value[1::2] = np.broadcast_to(q, Q.shape).ravel()
-    lp.a_matrix_.index_, lp.a_matrix_.value_ = index, value
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.passModel(lp)
-    h.run()
-    if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
-        return None
-    assert h.getModelStatus() == highspy.HighsModelStatus.kOptimal
-    return -h.getInfo().objective_function_value
+    return solve_lp(build_lp(Q, q, budget))
 
 
 def check_against_highs(Q: np.ndarray, q: np.ndarray, budget: float) -> None:
