@@ -105,13 +105,18 @@ def load_config(path: Path | None, dataset: str, run_dir: Path | None = None) ->
     return _merge(base, data, where=str(path))
 
 
-def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass ``obj`` with fields replaced from ``data``, recursively."""
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+def _field_hints(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Type hints of dataclass ``cls``'s fields; ValueError naming any key it does not have."""
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+    return typing.get_type_hints(cls)
+
+
+def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
+    """A copy of dataclass ``obj`` with fields replaced from ``data``, recursively."""
+    hints = _field_hints(type(obj), data, where)
     changes = {k: _convert(getattr(obj, k), hints[k], v, f"{where}.{k}") for k, v in data.items()}
     return dataclasses.replace(obj, **changes)
 
@@ -150,18 +155,9 @@ def _convert_item(current: Any, hint: Any, value: Any, where: str) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
-    kwargs = {}
-    for k, v in data.items():
-        if typing.get_origin(hints[k]) is tuple:
-            kwargs[k] = _convert((), hints[k], v, f"{where}.{k}")
-        else:
-            kwargs[k] = _convert_item(None, hints[k], v, f"{where}.{k}")
-    return cls(**kwargs)
+    """A new ``cls`` from ``data`` (fields not given keep their defaults)."""
+    hints = _field_hints(cls, data, where)
+    return cls(**{k: _convert(None, hints[k], v, f"{where}.{k}") for k, v in data.items()})
 
 
 def config_to_dict(config: Any) -> Any:
