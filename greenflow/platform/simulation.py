@@ -49,7 +49,7 @@ class BatchRewards:
     flops_by_model: dict[str, float]  # the same, per model name
 
 
-def _tie_sort(items: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def tie_sort(items: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Permutation (B, n): score descending, ties to the smaller item id."""
     by_item = torch.argsort(items, dim=1, stable=True)
     by_score = torch.argsort(-scores.gather(1, by_item), dim=1, stable=True)
@@ -162,7 +162,7 @@ class AllChainSimulator:
                         max=union.shape[1] - 1
                     )
                     s = scores.gather(1, where).masked_fill(~node.valid, float("-inf"))
-                    perm = _tie_sort(node.items, s)
+                    perm = tie_sort(node.items, s)
                     items, valid = node.items.gather(1, perm), node.valid.gather(1, perm)
                     for k in level[parent][model_name]:
                         child = (*parent, Action(model_name, k))

@@ -128,21 +128,31 @@ class DualPriceController:
 
 
 class SpendGuard:
-    """One window's safety net: the cheapest chain once spend passes C (1 + ε).
+    """One window's safety net against traffic spikes, in one of two modes.
 
-    Requests are admitted in arrival order; the request that crosses the limit is still
-    served its chosen chain, every later one its cheapest (higher Q among equal least
-    costs). So spend ≤ C (1 + ε) + max_j q_j + guard_requests · min_j q_j.
+    Reactive (the paper's): requests are admitted in arrival order; the request that
+    crosses C (1 + ε) is still served its chosen chain, every later one its cheapest
+    (higher Q among equal least costs). So spend ≤ C (1 + ε) + max_j q_j +
+    guard_requests · min_j q_j.
+
+    Predictive (``predictive=True``, what serving uses): a request whose chosen chain
+    would take the spend past C (1 + ε) gets the best chain (max Q − λ q) that still fits
+    the remaining budget, or the cheapest chain when none fits. The guard so acts *before*
+    the budget is reached: spend ≤ C (1 + ε) + guard_requests · min_j q_j, and the second
+    term only once even the cheapest chain no longer fits.
     """
 
-    def __init__(self, budget_flops: float, tolerance: float = 0.05) -> None:
+    def __init__(
+        self, budget_flops: float, tolerance: float = 0.05, predictive: bool = False
+    ) -> None:
         if not tolerance >= 0:
             raise ValueError(f"guard tolerance must be >= 0, got {tolerance}")
         self.budget_flops = float(budget_flops)
         self.tolerance = float(tolerance)
+        self.predictive = predictive
         self.spend_flops = 0.0
         self.requests = 0
-        self.guard_requests = 0  # requests sent to the cheapest chain by the guard
+        self.guard_requests = 0  # requests whose chain the guard changed
 
     @property
     def limit_flops(self) -> float:
@@ -157,27 +167,57 @@ class SpendGuard:
         """Chains (N,) for requests Q (N, J) in arrival order at price λ, guard applied."""
         Q = as_rewards(Q)
         q = as_costs(q, Q.shape)
-        return self.admit(Q, q, choose(Q, q, dual_price))
+        return self.admit(Q, q, choose(Q, q, dual_price), dual_price)
 
-    def admit(self, Q: np.ndarray, q: np.ndarray, choice: np.ndarray) -> np.ndarray:
-        """Apply the guard to chains already chosen for requests in arrival order."""
+    def admit(
+        self, Q: np.ndarray, q: np.ndarray, choice: np.ndarray, dual_price: float = math.inf
+    ) -> np.ndarray:
+        """Apply the guard to chains already chosen for requests in arrival order.
+
+        ``dual_price`` (clicks/FLOP) ranks the chains that still fit, predictive mode only.
+        """
         choice = np.asarray(choice)
         cost = chain_flops(q, choice)
         # Spend before each request if none were guarded; guarding starts at the first
-        # request that finds the limit already passed, and every later one is guarded too.
+        # request that finds the limit already passed (reactive) or would pass it with
+        # its own chain (predictive); the rest are then handled one by one.
         before = self.spend_flops + np.concatenate(([0.0], np.cumsum(cost)[:-1]))
-        first = int(np.searchsorted(before, self.limit_flops, side="right"))
+        if self.predictive:
+            over = np.flatnonzero(before + cost > self.limit_flops)
+            first = int(over[0]) if over.size else choice.shape[0]
+        else:
+            first = int(np.searchsorted(before, self.limit_flops, side="right"))
         if first < choice.shape[0]:
-            choice = choice.copy()
+            choice, cost = choice.copy(), cost.copy()
             rest = slice(first, None)
-            cheap = choose(Q[rest], q if q.ndim == 1 else q[rest], math.inf)
-            choice[rest] = cheap
-            cost = cost.copy()
-            cost[rest] = chain_flops(q if q.ndim == 1 else q[rest], cheap)
-            self.guard_requests += choice.shape[0] - first
+            if self.predictive:
+                spend = float(before[first])
+                for i in range(first, choice.shape[0]):
+                    q_i = q if q.ndim == 1 else q[i]
+                    if spend + q_i[choice[i]] > self.limit_flops:
+                        choice[i] = _best_fitting(Q[i], q_i, self.limit_flops - spend, dual_price)
+                        cost[i] = q_i[choice[i]]
+                        self.guard_requests += 1
+                    spend += float(cost[i])
+            else:
+                cheap = choose(Q[rest], q if q.ndim == 1 else q[rest], math.inf)
+                choice[rest] = cheap
+                cost[rest] = chain_flops(q if q.ndim == 1 else q[rest], cheap)
+                self.guard_requests += choice.shape[0] - first
         self.spend_flops += float(cost.sum())
         self.requests += int(choice.shape[0])
         return choice
+
+
+def _best_fitting(Q_i: np.ndarray, q_i: np.ndarray, room_flops: float, dual_price: float) -> int:
+    """argmax (Q − λ q) over the chains with q ≤ room, ties to the cheaper; else the cheapest."""
+    fits = q_i <= room_flops
+    if not fits.any():
+        return int(choose(Q_i[None, :], q_i, math.inf)[0])
+    price = dual_price if math.isfinite(dual_price) else 0.0
+    value = np.where(fits, Q_i - price * q_i, -np.inf)
+    best = np.flatnonzero(value == value.max())
+    return int(best[np.argmin(q_i[best])])  # first of the least costs
 
 
 @dataclass(frozen=True)
@@ -224,6 +264,7 @@ class WindowedAllocator:
         guard_tolerance: float = 0.05,
         clock: Clock = time.monotonic,
         start_s: float | None = None,
+        predictive_guard: bool = False,
     ) -> None:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0 seconds, got {window_s}")
@@ -231,6 +272,7 @@ class WindowedAllocator:
         self.window_s = float(window_s)
         self.budget_flops = budget_flops
         self.guard_tolerance = guard_tolerance
+        self.predictive_guard = predictive_guard
         self.clock = clock
         self.start_s = start_s
         self.records: list[WindowRecord] = []
@@ -311,7 +353,9 @@ class WindowedAllocator:
 
     def _open(self, window: int) -> None:
         self._window = window
-        self._guard = SpendGuard(self.window_budget_flops(self._t(window)), self.guard_tolerance)
+        self._guard = SpendGuard(
+            self.window_budget_flops(self._t(window)), self.guard_tolerance, self.predictive_guard
+        )
         self._samples_Q, self._samples_q = [], []
         self._reward, self._clicks = 0.0, None
 
@@ -354,6 +398,7 @@ def replay(
     guard_tolerance: float = 0.05,
     clicks: np.ndarray | None = None,
     start_s: float | None = None,
+    predictive_guard: bool = False,
 ) -> list[WindowRecord]:
     """Run Algorithm 1 over a recorded stream; per-window records in time order.
 
@@ -375,8 +420,9 @@ def replay(
         raise AssertionError("replay runs on the stream's timestamps, never on a clock")
 
     allocator = WindowedAllocator(
-        controller, window_s, budget_flops, guard_tolerance, clock=no_clock, start_s=start_s
-    )
+        controller, window_s, budget_flops, guard_tolerance, clock=no_clock, start_s=start_s,
+        predictive_guard=predictive_guard,
+    )  # fmt: skip
     if not arrival.size:
         return []
     start = arrival[0] if start_s is None else float(start_s)

@@ -1,0 +1,124 @@
+"""The online half of Algorithm 1 inside one allocator replica: policy, cached λ, guard.
+
+Each arriving batch of requests gets j*(i, λ) = argmax_j (Q_ij − λ q_j) with the replica's
+locally cached dual price (``policy="greenflow"``), or one fixed chain (EQUAL and
+``fixed:<chain>`` baselines, served by the same app for a fair comparison). A predictive
+``SpendGuard`` then keeps the window's spend within this replica's share of the window
+budget: the same safety net for every policy.
+
+Windows are aligned on the wall clock (window t = [t·w, (t+1)·w) in Unix seconds), so every
+replica and the nearline driver agree on window boundaries without talking to each other.
+Time comes from an injected clock. Units: Q clicks, q FLOPs, λ clicks/FLOP, times seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.allocation.decision import as_costs, as_rewards, choose
+from greenflow.platform.allocation.primal_dual import Clock, SpendGuard
+
+
+def window_start(now_s: float, window_s: float) -> float:
+    """Start (Unix s) of the wall-clock-aligned window holding ``now_s``."""
+    return math.floor(now_s / window_s) * window_s
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chains chosen for a batch and how."""
+
+    choice: np.ndarray  # (N,) chain indices
+    guarded: np.ndarray  # (N,) bool: the guard changed the policy's chain
+    dual_price: float  # λ used, clicks/FLOP
+    window_start_s: float  # Unix s
+
+
+class OnlineAllocator:
+    """Decisions of one replica. ``fixed_chain`` None means GreenFlow (argmax Q − λq).
+
+    q: (J,) FLOPs per chain. ``share`` is this replica's fraction of the window budget
+    (1 / number of allocator replicas). ``guard_tolerance`` ε lets a window reach
+    C (1 + ε) before the guard acts.
+    """
+
+    def __init__(
+        self,
+        q: np.ndarray,
+        budget: ComputeBudget,
+        window_s: float,
+        *,
+        fixed_chain: int | None = None,
+        share: float = 1.0,
+        guard_tolerance: float = 0.0,
+        initial_price: float = 0.0,
+        clock: Clock = time.time,
+    ) -> None:
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0 seconds, got {window_s}")
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self.q = as_costs(q, (1, len(q)))
+        if fixed_chain is not None and not 0 <= fixed_chain < len(self.q):
+            raise ValueError(f"fixed chain {fixed_chain} outside 0..{len(self.q) - 1}")
+        self.budget = budget
+        self.window_s = float(window_s)
+        self.fixed_chain = fixed_chain
+        self.share = share
+        self.guard_tolerance = guard_tolerance
+        self.dual_price = float(initial_price)
+        self.clock = clock
+        self._window_start = -math.inf
+        self._guard: SpendGuard | None = None
+
+    def set_price(self, dual_price: float) -> None:
+        """Cache λ (clicks/FLOP) published by the nearline driver."""
+        if not (math.isfinite(dual_price) and dual_price >= 0):
+            raise ValueError(f"dual price must be finite and >= 0, got {dual_price}")
+        self.dual_price = float(dual_price)
+
+    def _current_guard(self) -> SpendGuard:
+        start = window_start(self.clock(), self.window_s)
+        if start != self._window_start or self._guard is None:
+            budget = self.budget.window_flops(start, self.window_s) * self.share
+            self._guard = SpendGuard(budget, self.guard_tolerance, predictive=True)
+            self._window_start = start
+        return self._guard
+
+    def decide(self, Q: np.ndarray) -> Decision:
+        """Chains for requests Q (N, J) in arrival order, guard applied."""
+        Q = as_rewards(Q)
+        if Q.shape[1] != len(self.q):
+            raise ValueError(f"Q has {Q.shape[1]} chains, costs {len(self.q)}")
+        guard = self._current_guard()
+        lam = self.dual_price
+        if self.fixed_chain is None:
+            wanted = choose(Q, self.q, lam)
+        else:
+            wanted = np.full(Q.shape[0], self.fixed_chain, dtype=np.int64)
+        choice = guard.admit(Q, self.q, wanted, lam)
+        return Decision(choice, choice != wanted, lam, self._window_start)
+
+    def refund(self, flops: float) -> None:
+        """Return FLOPs the guard counted but a failed request never spent."""
+        if self._guard is not None:
+            self._guard.spend_flops = max(0.0, self._guard.spend_flops - flops)
+
+    def state(self) -> dict[str, float]:
+        """λ, the open window and its spend, budget and utilisation (this replica)."""
+        guard = self._current_guard()
+        budget = guard.budget_flops
+        return {
+            "dual_price": self.dual_price,
+            "window_s": self.window_s,
+            "window_start_s": self._window_start,
+            "spend_flops": guard.spend_flops,
+            "budget_flops": budget,
+            "utilisation": guard.spend_flops / budget if budget > 0 else math.nan,
+            "guard_requests": guard.guard_requests,
+        }

@@ -1,0 +1,121 @@
+"""One cascade stage for serving: a batch of requests, each with its own candidates and k.
+
+A serving stage receives, per request, the user's features and history and either a
+candidate list (pre-rank, rank) or nothing (recall: the corpus minus the history), and
+returns the top k. Requests of one batch may ask for different candidates and k — the
+chain of each request is its own — so candidates are padded to the batch's widest list and
+the padding masked out.
+
+Results are exactly ``cascade.run_chain``'s stage by stage: the same float32-rounded
+float64 scores (``scoring_model``), the same order (score descending, ties to the smaller
+item id), so serving exposes the items whose clicks the simulation counted.
+
+FLOPs are charged as the chain cost model does (``chains.chain_cost``): the model's
+per-request cost plus its per-item cost times the items scored, where recall scores the
+whole corpus (N items) and a ranking stage its candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from greenflow.platform.cascade import item_scores
+from greenflow.platform.models.base import CascadeModel
+from greenflow.platform.models.features import make_context, pad_histories
+from greenflow.platform.models.flops import ModelFlops
+from greenflow.platform.simulation import tie_sort
+
+ITEM_CHUNK = 256  # items scored per model call: bounds DIN/DIEN attention memory
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """One request's work for a stage."""
+
+    user_feats: Sequence[int]  # (F_u,) feature codes
+    history: Sequence[int]  # clicked item ids, oldest first (all of them, not truncated)
+    candidates: Sequence[int] | None  # item ids to score; None = the corpus minus history
+    k: int  # items to return
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    items: list[int]  # at most k item ids, best first
+    flops: float  # FLOPs this request cost the stage
+
+
+class StageScorer:
+    """Scores batches of ``StageRequest`` with one model (a ``scoring_model`` copy)."""
+
+    def __init__(
+        self,
+        model: CascadeModel,
+        flops: ModelFlops,
+        num_items: int,
+        max_history: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model = model.to(device)
+        self.flops = flops
+        self.num_items = num_items
+        self.max_history = max_history
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, requests: Sequence[StageRequest]) -> list[StageResult]:
+        if not requests:
+            return []
+        b, n = len(requests), self.num_items
+        user_feats = np.asarray([r.user_feats for r in requests], dtype=np.int64)
+        history = pad_histories([r.history for r in requests], self.max_history)
+        ctx = {k: v.to(self.device) for k, v in make_context(user_feats, history).items()}
+        width = max(n if r.candidates is None else len(r.candidates) for r in requests)
+        items = np.zeros((b, max(width, 1)), dtype=np.int64)  # 0 = padding item
+        valid = np.zeros_like(items, dtype=bool)
+        scored = np.zeros(b)
+        for row, r in enumerate(requests):
+            if r.candidates is None:
+                items[row, :n] = np.arange(1, n + 1)
+                valid[row, :n] = True
+                valid[row, np.asarray(r.history, dtype=np.int64) - 1] = False
+                scored[row] = n
+            else:
+                cand = np.asarray(r.candidates, dtype=np.int64)
+                items[row, : len(cand)] = cand
+                valid[row, : len(cand)] = True
+                scored[row] = len(cand)
+        items_t = torch.from_numpy(items).to(self.device)
+        state = self.model.encode_user(ctx)
+        scores = torch.cat(
+            [
+                item_scores(self.model, state, items_t[:, i : i + ITEM_CHUNK])
+                for i in range(0, items_t.shape[1], ITEM_CHUNK)
+            ],
+            dim=1,
+        )  # (B, width) float32
+        valid_t = torch.from_numpy(valid).to(self.device)
+        scores = scores.masked_fill(~valid_t, float("-inf"))
+        perm = tie_sort(items_t, scores)
+        ordered = items_t.gather(1, perm).cpu().numpy()
+        ordered_valid = valid_t.gather(1, perm).cpu().numpy()
+        out = []
+        for row, r in enumerate(requests):
+            top = ordered[row][ordered_valid[row]][: r.k]
+            out.append(StageResult([int(i) for i in top], self.flops.cost(scored[row])))
+        return out
+
+
+def validate_items(items: Sequence[int], num_items: int, what: str) -> None:
+    """Raise ValueError unless every id is in 1..num_items."""
+    arr = np.asarray(items, dtype=np.int64)
+    bad = arr[(arr < 1) | (arr > num_items)]
+    if bad.size:
+        raise ValueError(f"{what}: item id {int(bad[0])} outside 1..{num_items}")

@@ -1,0 +1,359 @@
+"""The allocator ingress: HTTP API, per-request chain choice, routing through the stages.
+
+Per ``POST /recommend``: validate the body, build the request context, score every chain
+with the reward model (batched over concurrent requests), choose j* = argmax (Q − λq) with
+the locally cached λ (or the baseline's fixed chain), apply the predictive spend guard,
+route through the chosen models' deployments, and answer items, chain, FLOPs and λ. The
+samples (Q_i·, chosen chain, spend) go to the nearline driver in batches from a background
+task, never on the request's critical path; λ is polled from the driver the same way. If
+the driver is down the replica keeps serving with its last λ and keeps the reports until
+it is back (bounded: the oldest are dropped and counted beyond ``MAX_BUFFERED``).
+
+A failed or timed-out stage degrades the request to the cheapest chain that avoids the
+failed model (or retries the same chain once when every chain needs that model); only
+when that fails too does the client get a 503. Bad input gets a 4xx with a message and
+never reaches a model. The core logic lives in ``platform.serving`` and
+``platform.allocation.online``; this module is the Serve adapter.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations
+# (``Request``) at runtime, through Serve's class-based view.
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from ray.util.metrics import Counter, Histogram
+
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.allocation.online import Decision, OnlineAllocator
+from greenflow.platform.chains import Chain
+from greenflow.platform.serving import (
+    MAX_HISTORY_IDS,
+    RequestError,
+    ResolvedRequest,
+    RewardScorer,
+    load_serving_assets,
+)
+from greenflow.platform.stage import StageRequest, StageResult
+from greenflow.serve_apps.driver import DriverConfig, start_driver
+from greenflow.serve_apps.metric_names import FLOPS, REQUEST_LATENCY_MS, REQUESTS
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024  # a 10,000-item history is ~60 KiB of JSON
+MAX_BUFFERED = 50_000  # driver reports kept while the driver is unreachable
+POLL_S = 0.1  # λ poll and report flush period
+LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+ID_MAX = 2**62  # larger ids cannot be int64 ids of this dataset: refused as 422
+
+PositiveId = Annotated[int, Field(ge=1, le=ID_MAX, strict=True)]
+
+
+class RecommendBody(BaseModel):
+    """``POST /recommend`` body (DESIGN.md §5); unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: PositiveId
+    history: list[PositiveId] | None = Field(default=None, max_length=MAX_HISTORY_IDS)
+    k: Annotated[int, Field(ge=1, le=1000, strict=True)] | None = None
+    activity: Annotated[int, Field(ge=0, le=ID_MAX, strict=True)] | None = None
+    request_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    app_name: str
+    run_dir: str
+    policy: str  # "greenflow", "equal" or "fixed:<chain id>"
+    budget: ComputeBudget
+    window_s: float
+    expected_rate_rps: float  # the traffic the budget was sized for (EQUAL's chain)
+    guard_tolerance: float
+    share: float  # this replica's share of the window budget (1 / replicas)
+    stage_timeout_s: float
+    reward_variant: str
+    driver: DriverConfig
+
+
+class StageFailure(RuntimeError):
+    def __init__(self, model: str, cause: BaseException) -> None:
+        super().__init__(f"stage model {model!r} failed: {type(cause).__name__}: {cause}")
+        self.model = model
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors()[:5]:
+        where = ".".join(str(p) for p in e.get("loc", ())) or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def fixed_chain_index(policy: str, assets_chains: tuple[Chain, ...], q: np.ndarray,
+                      train_mean: np.ndarray, per_request_flops: float) -> int | None:  # fmt: skip
+    """The chain a baseline policy serves everyone; None for GreenFlow."""
+    if policy == "greenflow":
+        return None
+    if policy == "equal":
+        fits = np.flatnonzero(q <= per_request_flops * (1 + 1e-12))
+        if not fits.size:
+            return int(np.argmin(q))
+        return int(fits[np.lexsort((q[fits], -train_mean[fits]))[0]])
+    if policy.startswith("fixed:"):
+        wanted = policy.removeprefix("fixed:")
+        ids = [c.id for c in assets_chains]
+        if wanted not in ids:
+            raise ValueError(
+                f"policy {policy!r}: chain {wanted!r} is not one of the {len(ids)} chains"
+            )
+        return ids.index(wanted)
+    raise ValueError(f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}")
+
+
+app = FastAPI(title="GreenFlow allocator", version="1")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+@serve.ingress(app)
+class Allocator:
+    def __init__(self, config: AllocatorConfig, stages: dict[str, DeploymentHandle]) -> None:
+        self.config = config
+        self.stages = stages
+        self.assets = load_serving_assets(config.run_dir, config.reward_variant)
+        self.scorer = RewardScorer(self.assets.reward)
+        per_request = config.budget.flops_per_s(time.time()) / config.expected_rate_rps
+        self.fixed = fixed_chain_index(
+            config.policy, self.assets.chains, self.assets.q, self.assets.train_mean, per_request
+        )
+        missing = {a.model for c in self.assets.chains for a in c.actions} - set(stages)
+        if missing:
+            raise KeyError(f"no stage deployment for model(s) {sorted(missing)}")
+        self.driver = start_driver(config.driver)
+        import ray  # the driver's warm start must finish before the first request
+
+        ready = ray.get(self.driver.ready.remote(), timeout=300)
+        self.online = OnlineAllocator(
+            self.assets.q, config.budget, config.window_s, fixed_chain=self.fixed,
+            share=config.share, guard_tolerance=config.guard_tolerance,
+            initial_price=float(ready["dual_price"]),
+        )  # fmt: skip
+        self.stage_names = [s.name for s in self.assets.space.stages]
+        self._buffer: deque[tuple[float, np.ndarray, int, float, bool]] = deque()
+        self.dropped_reports = 0
+        self.driver_alive = True
+        self.driver_error: str | None = None
+        self.counts = {"requests": 0, "errors": 0, "degraded": 0, "rejected": 0}
+        self._loop_task: asyncio.Task[None] | None = None
+        tags = {"app": config.app_name}
+        self._requests = Counter(REQUESTS.name, REQUESTS.description, REQUESTS.tag_keys)
+        self._requests.set_default_tags(tags)
+        self._latency = Histogram(REQUEST_LATENCY_MS.name, REQUEST_LATENCY_MS.description,
+                                  LATENCY_BUCKETS_MS, REQUEST_LATENCY_MS.tag_keys)  # fmt: skip
+        self._latency.set_default_tags(tags)
+        self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
+        self._overhead_flops = float(self.assets.reward.meta.get("overhead_flops_per_request", 0))
+
+    # -- background: λ poll and report flush ---------------------------------------------
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._nearline_loop())
+
+    async def _nearline_loop(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            try:
+                await self._flush()
+                state = await asyncio.wait_for(self.driver.state.remote(), timeout=1.0)
+                self.online.set_price(float(state["dual_price"]))
+                self.driver_alive, self.driver_error = True, None
+            except Exception as err:  # driver down or slow: serve on with the last λ
+                self.driver_alive = False
+                self.driver_error = f"{type(err).__name__}: {err}"[:300]
+
+    async def _flush(self) -> None:
+        if not self._buffer:
+            return
+        rows = list(self._buffer)
+        by_window: dict[float, list[tuple[float, np.ndarray, int, float, bool]]] = {}
+        for row in rows:
+            by_window.setdefault(row[0], []).append(row)
+        for start, part in by_window.items():
+            await asyncio.wait_for(
+                self.driver.report.remote(
+                    start,
+                    np.stack([r[1] for r in part]),
+                    np.array([r[2] for r in part], dtype=np.int64),
+                    float(sum(r[3] for r in part)),
+                    int(sum(r[4] for r in part)),
+                ),
+                timeout=2.0,
+            )
+            for _ in part:  # sent: drop exactly these rows (new ones may have arrived)
+                self._buffer.popleft()
+
+    def _record(self, decision: Decision, Q: np.ndarray, j: int, flops: float) -> None:
+        if len(self._buffer) >= MAX_BUFFERED:
+            self._buffer.popleft()
+            self.dropped_reports += 1
+        self._buffer.append((decision.window_start_s, Q, j, flops, bool(decision.guarded[0])))
+
+    # -- allocation ----------------------------------------------------------------------
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
+    async def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
+        Q = self.scorer(requests)  # (B, J) in one pass: ~19k FLOPs per request
+        decision = self.online.decide(Q)
+        return [
+            (
+                Q[i],
+                Decision(
+                    decision.choice[i : i + 1],
+                    decision.guarded[i : i + 1],
+                    decision.dual_price,
+                    decision.window_start_s,
+                ),
+            )  # fmt: skip
+            for i in range(len(requests))
+        ]
+
+    async def _run_chain(self, req: ResolvedRequest, chain: Chain) -> tuple[list[int], float]:
+        candidates: list[int] | None = None
+        flops = 0.0
+        for stage, action in zip(self.stage_names, chain.actions, strict=True):
+            call = self.stages[action.model].score.remote(
+                StageRequest(req.user_feats.tolist(), req.history, candidates, action.k), stage
+            )
+            try:
+                result: StageResult = await asyncio.wait_for(call, self.config.stage_timeout_s)
+            except Exception as err:
+                call.cancel()
+                raise StageFailure(action.model, err) from err
+            candidates, flops = result.items, flops + result.flops
+        return (candidates or [])[: req.k], flops
+
+    def _fallback(self, failed: str) -> int | None:
+        """Cheapest chain that avoids the failed model; None when every chain needs it."""
+        ok = [
+            j for j, c in enumerate(self.assets.chains) if all(a.model != failed for a in c.actions)
+        ]
+        return min(ok, key=lambda j: self.assets.q[j]) if ok else None
+
+    # -- HTTP ----------------------------------------------------------------------------
+    @app.post("/recommend")
+    async def recommend(self, request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        self._ensure_loop()
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            self.counts["rejected"] += 1
+            return _error(413, f"body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+        try:
+            parsed = RecommendBody.model_validate_json(body)
+        except ValidationError as err:
+            self.counts["rejected"] += 1
+            return _error(422, _validation_message(err))
+        try:
+            req = self.assets.resolve(parsed.user_id, parsed.history, parsed.k, parsed.activity)
+        except RequestError as err:
+            self.counts["rejected"] += 1
+            status = 404 if str(err).startswith("unknown user") else 422
+            return _error(status, str(err))
+        request_id = parsed.request_id or uuid.uuid4().hex
+        Q, decision = await self._allocate(req)
+        j = int(decision.choice[0])
+        predicted = float(self.assets.q[j])
+        degraded = False
+        try:
+            items, flops = await self._run_chain(req, self.assets.chains[j])
+        except StageFailure as failure:
+            degraded = True
+            fallback = self._fallback(failure.model)
+            self.counts["degraded"] += 1
+            try:
+                j = j if fallback is None else fallback
+                items, flops = await self._run_chain(req, self.assets.chains[j])
+            except StageFailure as again:
+                self.counts["errors"] += 1
+                self.online.refund(predicted)
+                return _error(503, f"{again}; request {request_id} not served, retry later")
+        self.online.refund(predicted - flops)  # account what was actually spent
+        self._record(decision, Q, j, flops)
+        chain = self.assets.chains[j]
+        self.counts["requests"] += 1
+        self._requests.inc(tags={"chain": chain.id})
+        if self._overhead_flops > 0:  # the reward model's FLOPs: the allocator's own cost
+            self._flops.inc(self._overhead_flops, tags={
+                "app": self.config.app_name, "stage": "allocator", "model": "reward"})  # fmt: skip
+        latency_ms = (time.perf_counter() - start) * 1e3
+        self._latency.observe(latency_ms)
+        return JSONResponse(
+            {
+                "items": items,
+                "chain": {
+                    "id": chain.id,
+                    "stages": [
+                        {"stage": s, "model": a.model, "k": a.k}
+                        for s, a in zip(self.stage_names, chain.actions, strict=True)
+                    ],
+                },
+                "flops": flops,
+                "dual_price": decision.dual_price,
+                "request_id": request_id,
+                "window_start_s": decision.window_start_s,
+                "guarded": bool(decision.guarded[0]),
+                "degraded": degraded,
+                "estimated_clicks": float(Q[j]),
+            }
+        )
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        self._ensure_loop()
+        return {"status": "ok", "policy": self.config.policy, "chains": len(self.assets.chains)}
+
+    @app.get("/allocator/state")
+    async def state(self) -> dict[str, Any]:
+        self._ensure_loop()
+        online = self.online.state()
+        fixed = None if self.fixed is None else self.assets.chains[self.fixed].id
+        return {
+            "policy": self.config.policy,
+            "fixed_chain": fixed,
+            **{
+                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in online.items()
+            },
+            "budget": self.config.budget.to_dict(),
+            "budget_flops_per_s": self.config.budget.flops_per_s(time.time()),
+            "share": self.config.share,
+            "driver_alive": self.driver_alive,
+            "driver_error": self.driver_error,
+            "reports_buffered": len(self._buffer),
+            "reports_dropped": self.dropped_reports,
+            **self.counts,
+        }
+
+    @app.get("/allocator/windows")
+    async def windows(self, since: float = -1.0) -> JSONResponse:
+        if not math.isfinite(since):
+            return _error(422, "since must be a finite Unix time in seconds")
+        try:
+            rows = await asyncio.wait_for(self.driver.windows.remote(since), timeout=5.0)
+        except Exception as err:
+            return _error(503, f"dual-price driver unreachable: {type(err).__name__}")
+        return JSONResponse({"windows": rows})

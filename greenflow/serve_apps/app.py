@@ -1,0 +1,178 @@
+"""The typed app builder: ``build_app(AppArgs) -> Application``, and deploy/teardown.
+
+Used three ways, all with the same arguments:
+
+    serve run greenflow.serve_apps.app:build_app run_dir=/abs/runs/movielens-100k policy=equal
+    serve deploy greenflow/serve_apps/serve_config.yaml      # import_path + args
+    greenflow serve --policy greenflow                        # ``deploy`` below
+
+Composition (STYLE.md): one ``StageModel`` deployment per model of the chain space, the
+``Allocator`` ingress taking their handles, and the dual-price driver actor the allocator
+starts (named after the app, detached, restartable).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+from ray.serve import Application
+
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.energy.carbon import PFECConfig
+from greenflow.platform.reward.data import load_simulated_chains
+from greenflow.serve_apps.allocator import Allocator, AllocatorConfig
+from greenflow.serve_apps.driver import DriverConfig, kill_driver
+from greenflow.serve_apps.stage_model import StageModel
+
+STEP_SIZE_FILE = Path("tune") / "step_size_best.json"
+DEFAULT_WINDOW_S = 2.0
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``build_app``; ``serve run … key=value`` and YAML ``args`` fill them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str = Field(description="absolute run directory with a trained pool and reward model")
+    app_name: str = Field("greenflow", pattern=r"^[A-Za-z0-9_-]+$")
+    policy: str = Field("greenflow", description="greenflow | equal | fixed:<chain id>")
+    # Budget: at most one of the three; none = budget_fraction of everyone-full at the rate.
+    budget_flops_per_s: float | None = Field(None, gt=0)
+    budget_power_w: float | None = Field(None, gt=0, description="facility W (PUE included)")
+    budget_carbon_g_per_h: float | None = Field(None, gt=0)
+    budget_fraction: float = Field(0.5, gt=0)
+    expected_rate_rps: float = Field(10.0, gt=0, description="traffic the budget is sized for")
+    pue: float = Field(1.67, ge=1)
+    carbon_intensity_g_per_kwh: float = Field(615.0, gt=0)
+    window_s: float | None = Field(None, gt=0, description="default: tuned, else 2 s")
+    step_method: Literal["gradient", "exact"] = "gradient"
+    guard_tolerance: float = Field(0.0, ge=0)
+    reward_variant: str = "full"
+    allocator_replicas: int = Field(1, ge=1)
+    stage_replicas: int = Field(1, ge=1)
+    allocator_num_cpus: float = Field(0.25, gt=0)
+    stage_num_cpus: float = Field(0.25, gt=0)
+    rank_num_gpus: float = Field(0.0, ge=0, description="GPU per rank-stage replica")
+    stage_timeout_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> AppArgs:
+        given = [b for b in (self.budget_flops_per_s, self.budget_power_w,
+                             self.budget_carbon_g_per_h) if b is not None]  # fmt: skip
+        if len(given) > 1:
+            raise ValueError(
+                "give at most one of budget_flops_per_s, budget_power_w, budget_carbon_g_per_h"
+            )
+        if not Path(self.run_dir).is_absolute():
+            raise ValueError(
+                f"run_dir must be absolute (replicas may run elsewhere): {self.run_dir}"
+            )
+        return self
+
+
+def _joules_per_flop(run_dir: Path) -> float | None:
+    path = run_dir / "pfec_calibration.json"
+    return float(json.loads(path.read_text())["joules_per_flop"]) if path.is_file() else None
+
+
+def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
+    """The app's budget; the default is ``budget_fraction`` × everyone-full at the rate."""
+    pfec = PFECConfig(args.pue, args.carbon_intensity_g_per_kwh)
+    jpf = _joules_per_flop(Path(args.run_dir))
+    if args.budget_power_w is not None:
+        return ComputeBudget("power", args.budget_power_w, jpf, pfec)
+    if args.budget_carbon_g_per_h is not None:
+        return ComputeBudget("carbon", args.budget_carbon_g_per_h, jpf, pfec)
+    value = (
+        args.budget_flops_per_s or args.budget_fraction * float(q.max()) * args.expected_rate_rps
+    )
+    return ComputeBudget("flops", value, jpf, pfec)
+
+
+def tuned_step(run_dir: Path) -> dict[str, float]:
+    """``step_size_rel``, ``window_s`` and ``smoothing`` of ``greenflow tune step-size``."""
+    path = run_dir / STEP_SIZE_FILE
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {k: float(doc[k]) for k in ("step_size_rel", "window_s", "smoothing") if k in doc}
+
+
+def build_app(args: AppArgs | dict) -> Application:
+    """Compose the app: stage deployments → allocator ingress (+ its driver actor)."""
+    if not isinstance(args, AppArgs):
+        args = AppArgs.model_validate(args)
+    run_dir = Path(args.run_dir)
+    chains = load_simulated_chains(run_dir)
+    budget = resolve_budget(args, chains.flops)
+    tuned = tuned_step(run_dir)
+    window_s = args.window_s or tuned.get("window_s", DEFAULT_WINDOW_S)
+    driver = DriverConfig(
+        run_dir=str(run_dir), app_name=args.app_name, deployment_id=uuid.uuid4().hex,
+        budget=budget, window_s=window_s, expected_rate_rps=args.expected_rate_rps,
+        step_size_rel=tuned.get("step_size_rel", 1.0), method=args.step_method,
+        smoothing=tuned.get("smoothing", 0.0), reward_variant=args.reward_variant,
+    )  # fmt: skip
+    config = AllocatorConfig(
+        app_name=args.app_name, run_dir=str(run_dir), policy=args.policy, budget=budget,
+        window_s=window_s, expected_rate_rps=args.expected_rate_rps,
+        guard_tolerance=args.guard_tolerance, share=1.0 / args.allocator_replicas,
+        stage_timeout_s=args.stage_timeout_s, reward_variant=args.reward_variant, driver=driver,
+    )  # fmt: skip
+    rank_stage = len(chains.space.stages) - 1
+    stages = {}
+    for s, stage in enumerate(chains.space.stages):
+        for model in stage.models:
+            gpus = args.rank_num_gpus if s == rank_stage else 0.0
+            stages[model] = StageModel.options(
+                name=f"stage-{model}",
+                num_replicas=args.stage_replicas,
+                ray_actor_options={"num_cpus": args.stage_num_cpus, "num_gpus": gpus},
+            ).bind(str(run_dir), model, args.app_name)
+    return Allocator.options(
+        num_replicas=args.allocator_replicas,
+        ray_actor_options={"num_cpus": args.allocator_num_cpus},
+    ).bind(config, stages)
+
+
+def wait_healthy(url: str, timeout_s: float = 120.0) -> dict:
+    """Poll ``GET {url}/healthz`` until it answers 200; raises TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+                return json.loads(resp.read())
+        except Exception as err:  # not up yet
+            last = err
+            time.sleep(0.5)
+    raise TimeoutError(f"{url}/healthz not healthy after {timeout_s:.0f} s: {last}")
+
+
+def deploy(
+    args: AppArgs, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 300.0
+) -> str:
+    """Start Serve's HTTP proxy on host:port (once per cluster), run the app, wait for health.
+
+    Returns the app's base URL. Needs ``ray.init`` (or a cluster) first.
+    """
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name=args.app_name, route_prefix=f"/{args.app_name}"
+              if args.app_name != "greenflow" else "/", blocking=False)  # fmt: skip
+    url = f"http://{host}:{port}" + ("" if args.app_name == "greenflow" else f"/{args.app_name}")
+    wait_healthy(url, timeout_s)
+    return url
+
+
+def teardown(app_name: str) -> None:
+    """Delete the app and its driver actor (the driver is detached: it outlives the app)."""
+    serve.delete(app_name)
+    kill_driver(app_name)

@@ -1,0 +1,220 @@
+"""The nearline dual-price driver: a named, detached, restartable Ray actor.
+
+It wraps ``platform.allocation.nearline.NearlineDriver`` and adds what only a long-lived
+actor can: a background thread that closes windows on the wall clock, Ray metrics (λ,
+window budget and spend), and a checkpoint file, so that Ray's restart of a crashed driver
+(``max_restarts=-1``) resumes with the λ and the window records it had. Allocators keep
+serving with their last λ while it is down and resend their reports when it is back.
+
+Warm start: λ* of the reward split's estimated rewards at the per-request budget (the
+exact solve), the step size the tuned multiple of it (``tune/step_size_best.json``'s
+``step_size_rel``; 1 when untuned), so one tuning transfers across budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import ray
+from ray.util.metrics import Gauge
+
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.allocation.nearline import NearlineDriver
+from greenflow.platform.allocation.primal_dual import DualPriceController
+from greenflow.platform.reward.data import load_simulated_chains
+from greenflow.platform.reward.store import predict_rewards
+from greenflow.serve_apps.metric_names import DUAL_PRICE, WINDOW_BUDGET_FLOPS, WINDOW_SPEND_FLOPS
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "greenflow"
+DRIVER_NUM_CPUS = 0.05
+CHECKPOINT_FILE = "dual_price.json"
+
+
+def driver_name(app_name: str) -> str:
+    return f"greenflow-dual-price-{app_name}"
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """Everything the driver needs; ``deployment_id`` ties a checkpoint to one deployment."""
+
+    run_dir: str
+    app_name: str
+    deployment_id: str
+    budget: ComputeBudget
+    window_s: float
+    expected_rate_rps: float  # the traffic the budget was sized for, for the warm start
+    step_size_rel: float = 1.0  # η as a multiple of the warm-start λ
+    method: Literal["gradient", "exact"] = "gradient"
+    smoothing: float = 0.0
+    grace_s: float = 0.2
+    reward_variant: str = "full"
+    warm_start: bool = True
+
+    def checkpoint_path(self) -> Path:
+        return Path(self.run_dir) / "serve" / self.app_name / CHECKPOINT_FILE
+
+
+def warm_start_price(config: DriverConfig, q: np.ndarray) -> float:
+    """λ* (clicks/FLOP) of the reward split at the budget per expected request."""
+    Q = predict_rewards(Path(config.run_dir), config.reward_variant, "reward")
+    per_request = config.budget.flops_per_s(time.time()) / config.expected_rate_rps
+    if per_request >= q.max():
+        return 0.0  # the budget buys everyone the full chain: no price on computation
+    controller = DualPriceController().fit(Q, q, per_request * len(Q))
+    return controller.price()
+
+
+class DualPriceDriver:
+    """Ray actor class (decorated in ``start_driver``); one per Serve app."""
+
+    def __init__(self, config: DriverConfig) -> None:
+        self.config = config
+        chains = load_simulated_chains(Path(config.run_dir))
+        self.q = chains.flops
+        self._lock = threading.Lock()
+        self.restored = False
+        path = config.checkpoint_path()
+        doc = json.loads(path.read_text()) if path.is_file() else None
+        if doc is not None and doc.get("deployment_id") == config.deployment_id:
+            price = float(doc["dual_price"])
+            fit_price = float(doc.get("fit_price", price))
+        else:
+            doc = None
+            fit_price = warm_start_price(config, self.q) if config.warm_start else 0.0
+            price = fit_price
+        # With no warm-start price there is no scale for η: re-solve each window exactly.
+        gradient = config.method == "gradient" and fit_price > 0
+        controller = DualPriceController(
+            step_size=config.step_size_rel * fit_price if gradient else None,
+            method="gradient" if gradient else "exact",
+            smoothing=config.smoothing,
+            initial_price=price,
+        )
+        self.fit_price = fit_price
+        self.core = NearlineDriver(controller, self.q, config.budget, config.window_s,
+                                   grace_s=config.grace_s)  # fmt: skip
+        if doc is not None:
+            self.core.restore(doc)
+            self.restored = True
+        tags = {"app": config.app_name}
+        self._gauges = {
+            "price": Gauge(DUAL_PRICE.name, DUAL_PRICE.description, DUAL_PRICE.tag_keys),
+            "budget": Gauge(WINDOW_BUDGET_FLOPS.name, WINDOW_BUDGET_FLOPS.description,
+                            WINDOW_BUDGET_FLOPS.tag_keys),
+            "spend": Gauge(WINDOW_SPEND_FLOPS.name, WINDOW_SPEND_FLOPS.description,
+                           WINDOW_SPEND_FLOPS.tag_keys),
+        }  # fmt: skip
+        for gauge in self._gauges.values():
+            gauge.set_default_tags(tags)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dual-price", daemon=True)
+        self._thread.start()
+
+    # -- background: close windows, export, checkpoint ---------------------------------------
+    def _loop(self) -> None:
+        period = min(0.1, self.config.window_s / 8)
+        while not self._stop.wait(period):
+            try:
+                with self._lock:
+                    closed = self.core.tick()
+                    state = self.core.state()
+                    doc = self._checkpoint_doc() if closed else None
+                self._gauges["price"].set(state["dual_price"])
+                self._gauges["budget"].set(state["budget_flops"])
+                if closed:
+                    self._gauges["spend"].set(closed[-1].spend_flops)
+                    self._write_checkpoint(doc)
+            except Exception:  # keep the loop alive; the error is in the actor's log
+                logger.exception("dual-price driver tick failed")
+
+    def _checkpoint_doc(self) -> dict[str, Any]:
+        return {
+            **self.core.checkpoint(),
+            "deployment_id": self.config.deployment_id,
+            "fit_price": self.fit_price,
+            "config": {**asdict(self.config), "budget": self.config.budget.to_dict()},
+        }
+
+    def _write_checkpoint(self, doc: dict[str, Any] | None) -> None:
+        if doc is None:
+            return
+        path = self.config.checkpoint_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc, allow_nan=True))
+        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+
+    # -- actor methods -------------------------------------------------------------------
+    def ready(self) -> dict[str, Any]:
+        return {"restored": self.restored, "pid": os.getpid(), "dual_price": self.core.price()}
+
+    def report(
+        self,
+        window_start_s: float,
+        Q: np.ndarray,
+        choice: np.ndarray,
+        spend_flops: float,
+        guard_requests: int,
+    ) -> None:
+        with self._lock:
+            self.core.report(window_start_s, Q, choice, spend_flops, guard_requests)
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                **self.core.state(),
+                "restored": self.restored,
+                "fit_price": self.fit_price,
+                "pid": os.getpid(),
+            }
+
+    def windows(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
+        with self._lock:
+            return self.core.windows(since_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with self._lock:
+            self._write_checkpoint(self._checkpoint_doc())
+
+
+def start_driver(config: DriverConfig) -> Any:
+    """The app's driver actor: created if absent (named, detached, restartable), else found."""
+    actor_cls = ray.remote(DualPriceDriver)
+    return actor_cls.options(
+        name=driver_name(config.app_name),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=-1,
+        max_task_retries=-1,
+        num_cpus=DRIVER_NUM_CPUS,
+        max_concurrency=4,  # reports, state polls and window queries never queue behind each other
+    ).remote(config)
+
+
+def kill_driver(app_name: str) -> bool:
+    """Stop and remove an app's driver (no restart); False when there was none."""
+    try:
+        handle = ray.get_actor(driver_name(app_name), namespace=NAMESPACE)
+    except ValueError:
+        return False
+    try:
+        ray.get(handle.stop.remote(), timeout=10)
+    except Exception as err:  # a dying driver still gets killed below
+        logger.warning("driver %s did not stop cleanly: %s", app_name, err)
+    ray.kill(handle, no_restart=True)
+    return True

@@ -1,0 +1,61 @@
+"""One Serve deployment per cascade model: recall DSSM (scoring the corpus through its
+item-embedding index), pre-rank YouTube DNN, rank DIN, rank DIEN.
+
+The deployment wraps ``platform.stage.StageScorer`` and adds only Serve concerns: dynamic
+batching of concurrent requests (``@serve.batch``; each request keeps its own candidates
+and k), FLOPs exported per call as ``greenflow_flops{app, stage, model}``, and an optional
+GPU per replica (``ray_actor_options={"num_gpus": …}``, used when CUDA is there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import torch
+from ray import serve
+
+from greenflow.platform.cascade import scoring_model
+from greenflow.platform.models.pool import load_pool
+from greenflow.platform.stage import StageRequest, StageResult, StageScorer
+from greenflow.simulators.node_meter import FlopsMetric
+
+MAX_BATCH = 16
+BATCH_WAIT_S = 0.002  # a short wait: batching must not cost the latency it saves
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+class StageModel:
+    """Scores what a chain asks of one model: ``score(StageRequest, stage) -> StageResult``."""
+
+    def __init__(self, run_dir: str, model: str, app_name: str) -> None:
+        # One intra-op thread per replica: replicas, not threads, are the unit of scale,
+        # and several multi-threaded replicas on a small node only thrash.
+        torch.set_num_threads(1)
+        pool = load_pool(Path(run_dir))
+        if model not in pool.models:
+            raise KeyError(f"model {model!r} is not in the pool {sorted(pool.models)}")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_name = model
+        self.device = device
+        self.scorer = StageScorer(
+            scoring_model(pool.models[model]),
+            pool.flops[model],
+            pool.features.num_items,
+            pool.features.max_history,
+            device,
+        )
+        self.flops_metric = FlopsMetric(app_name)
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
+        # The model runs in a worker thread so the replica keeps accepting requests.
+        return await asyncio.to_thread(self.scorer, requests)
+
+    async def score(self, request: StageRequest, stage: str) -> StageResult:
+        result = await self._score_batch(request)
+        self.flops_metric.record(result.flops, stage=stage, model=self.model_name)
+        return result
+
+    def info(self) -> dict[str, str]:
+        return {"model": self.model_name, "device": self.device}

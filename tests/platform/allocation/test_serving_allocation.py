@@ -1,0 +1,159 @@
+"""Serving-side allocation core: budgets in three units, the predictive guard, one replica's
+online decisions on a fake clock, and the nearline driver's windows and checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.allocation.decision import choose
+from greenflow.platform.allocation.nearline import NearlineDriver
+from greenflow.platform.allocation.online import OnlineAllocator, window_start
+from greenflow.platform.allocation.primal_dual import DualPriceController, SpendGuard
+from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
+
+pytestmark = pytest.mark.usefixtures("no_ray")
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_flops_budget_is_rate_times_window() -> None:
+    b = ComputeBudget("flops", 2e6)
+    assert b.window_flops(0.0, 3.0) == 6e6
+
+
+def test_power_budget_converts_through_pue_and_joules_per_flop() -> None:
+    b = ComputeBudget("power", 167.0, joules_per_flop=1e-9, pfec=PFECConfig(pue=1.67))
+    # 167 W facility = 100 W of devices = 1e11 FLOPs/s at 1 nJ/FLOP
+    assert b.flops_per_s() == pytest.approx(1e11)
+
+
+def test_carbon_budget_gets_fewer_flops_in_a_dirty_hour() -> None:
+    schedule = CarbonSchedule.from_rows([(0.0, 300.0), (12 * 3600.0, 600.0)])
+    b = ComputeBudget("carbon", 10.0, 1e-9, PFECConfig(pue=1.0, schedule=schedule))
+    import datetime as dt
+
+    day = dt.datetime(2026, 1, 1).timestamp()  # local midnight
+    clean, dirty = b.flops_per_s(day + 3600), b.flops_per_s(day + 13 * 3600)
+    assert clean == pytest.approx(2 * dirty)
+    # 10 g/h at 300 g/kWh = 1/30 kWh per hour = 33.3 W = 3.33e10 FLOPs/s at 1 nJ/FLOP
+    assert clean == pytest.approx(1 / 30 * 3.6e6 / 3600 / 1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"kind": "watts", "value": 1.0}, {"kind": "flops", "value": 0.0},
+               {"kind": "power", "value": 5.0}]  # fmt: skip
+)
+def test_bad_budgets_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError):
+        ComputeBudget(**kwargs)
+
+
+def test_predictive_guard_acts_before_the_budget() -> None:
+    q = np.array([1.0, 4.0, 10.0])
+    Q = np.tile([1.0, 2.0, 3.0], (6, 1))
+    guard = SpendGuard(budget_flops=25.0, tolerance=0.0, predictive=True)
+    choice = guard.admit(Q, q, np.full(6, 2), dual_price=0.0)
+    # 10 + 10 fit (20), then 4 fits (24), then only 1 fits (25), then nothing: cheapest
+    assert choice.tolist() == [2, 2, 1, 0, 0, 0]
+    assert guard.guard_requests == 4
+    assert guard.spend_flops == 27.0  # past C only by the cheapest chain, twice
+    assert guard.overspend_flops == 2.0
+
+
+def test_reactive_guard_is_unchanged() -> None:
+    q = np.array([1.0, 10.0])
+    Q = np.tile([1.0, 2.0], (4, 1))
+    guard = SpendGuard(budget_flops=15.0, tolerance=0.0)
+    assert guard.admit(Q, q, np.ones(4, int)).tolist() == [1, 1, 0, 0]
+
+
+def test_predictive_guard_never_exceeds_the_limit_while_a_chain_fits() -> None:
+    rng = np.random.default_rng(0)
+    q = np.sort(rng.uniform(1, 20, 8))
+    for trial in range(20):
+        Q = np.cumsum(rng.uniform(0, 1, (50, 8)), axis=1)
+        guard = SpendGuard(budget_flops=200.0, tolerance=0.05, predictive=True)
+        lam = 0.01 * trial
+        choice = guard.admit(Q, q, choose(Q, q, lam), lam)
+        spend = np.cumsum(q[choice])
+        fits = spend <= 210.0 + 1e-9
+        # once a request had to exceed, every later one is the cheapest chain
+        first_over = np.flatnonzero(~fits)
+        if first_over.size:
+            assert (choice[first_over[0]:] == 0).all()
+            assert spend[first_over[0] - 1] + q[0] > 210.0
+
+
+def test_online_allocator_windows_follow_the_wall_clock() -> None:
+    clock = FakeClock(1001.0)
+    q = np.array([1.0, 5.0])
+    alloc = OnlineAllocator(q, ComputeBudget("flops", 6.0), 2.0, clock=clock)
+    Q = np.array([[1.0, 3.0]] * 3)
+    d = alloc.decide(Q)
+    assert d.window_start_s == 1000.0 == window_start(1001.0, 2.0)
+    assert d.choice.tolist() == [1, 1, 0]  # 5 + 5 > 12? no: 10 fits, then 1 fits
+    assert d.guarded.tolist() == [False, False, True]
+    clock.t = 1002.5  # next window: fresh budget
+    assert alloc.decide(Q[:1]).choice.tolist() == [1]
+    alloc.set_price(1.0)  # λ high: value 1-1 = 0 vs 3-5 = -2 → cheap chain
+    assert alloc.decide(Q[:1]).choice.tolist() == [0]
+    with pytest.raises(ValueError):
+        alloc.set_price(math.nan)
+
+
+def test_fixed_chain_policy_is_guarded_too() -> None:
+    clock = FakeClock(0.0)
+    alloc = OnlineAllocator(np.array([1.0, 5.0]), ComputeBudget("flops", 6.0), 1.0,
+                            fixed_chain=1, clock=clock)  # fmt: skip
+    d = alloc.decide(np.zeros((3, 2)))
+    assert d.choice.tolist() == [1, 0, 0]
+    assert alloc.state()["spend_flops"] == 7.0
+
+
+def _driver(clock: FakeClock, **kw) -> NearlineDriver:
+    controller = DualPriceController(step_size=0.1, initial_price=0.01)
+    return NearlineDriver(controller, np.array([1.0, 10.0]), ComputeBudget("flops", 10.0), 1.0,
+                          grace_s=0.2, clock=clock, **kw)  # fmt: skip
+
+
+def test_driver_closes_windows_after_grace_and_raises_price_on_overspend() -> None:
+    clock = FakeClock(100.5)
+    drv = _driver(clock)
+    Q = np.array([[1.0, 2.0]] * 3)
+    drv.report(100.0, Q, np.array([1, 1, 1]), spend_flops=30.0, guard_requests=1)
+    clock.t = 101.1  # window 100 ended, but within grace
+    assert drv.tick() == []
+    clock.t = 101.3
+    (rec,) = drv.tick()
+    assert (rec.t_s, rec.spend_flops, rec.requests, rec.guard_requests) == (100.0, 30.0, 3, 1)
+    assert rec.overspend_flops == 20.0 and rec.dual_price == 0.01
+    assert drv.price() > 0.01  # spent 3× the budget: λ rises
+    # a late report still counts in its window's record
+    drv.report(100.0, Q[:1], np.array([0]), 1.0)
+    assert drv.windows()[-1]["spend"] == 31.0 and drv.late_reports == 1
+
+
+def test_driver_checkpoint_round_trip_resumes_price_and_records() -> None:
+    clock = FakeClock(100.5)
+    drv = _driver(clock)
+    drv.report(100.0, np.array([[1.0, 2.0]]), np.array([1]), 10.0)
+    clock.t = 102.5
+    drv.tick()
+    doc = drv.checkpoint()
+    again = _driver(clock)
+    again.restore(doc)
+    assert again.price() == drv.price()
+    assert again.windows() == drv.windows()
+    clock.t = 104.5
+    closed = again.tick()
+    assert [r.t_s for r in closed] == [102.0, 103.0]  # missed windows are recorded, not skipped

@@ -1,0 +1,53 @@
+"""Serving stages chained request by request expose exactly what ``run_chain`` exposes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from greenflow.platform.cascade import run_chain, scoring_model
+from greenflow.platform.chains import generate_chains
+from greenflow.platform.data.store import load_dataset, load_requests
+from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
+from greenflow.platform.models.pool import load_pool
+from greenflow.platform.stage import StageRequest, StageScorer
+
+pytestmark = pytest.mark.usefixtures("no_ray")
+
+
+def test_batched_stages_match_the_reference_cascade(tiny_run) -> None:
+    pool = load_pool(tiny_run.run_dir)
+    n, max_hist = pool.features.num_items, pool.features.max_history
+    models = {name: scoring_model(m) for name, m in pool.models.items()}
+    scorers = {name: StageScorer(m, pool.flops[name], n, max_hist) for name, m in models.items()}
+    users = user_feature_table(load_dataset(tiny_run.data_dir).users, pool.features)
+    requests = load_requests(tiny_run.data_dir, "eval").head(12)
+    chains = generate_chains(tiny_run.chains)
+    rng = np.random.default_rng(0)
+    picks = [chains[i] for i in rng.integers(0, len(chains), len(requests))]
+    # one request per row, each with its own chain, run stage by stage as one batch per stage
+    histories = [list(h) for h in requests["history"]]
+    feats = [users[u] for u in requests["user_id"]]
+    candidates: list[list[int] | None] = [None] * len(requests)
+    flops = np.zeros(len(requests))
+    for s in range(len(tiny_run.chains.stages)):
+        for model in {c.actions[s].model for c in picks}:
+            rows = [i for i, c in enumerate(picks) if c.actions[s].model == model]
+            batch = [StageRequest(feats[i], histories[i], candidates[i], picks[i].actions[s].k)
+                     for i in rows]  # fmt: skip
+            for i, result in zip(rows, scorers[model](batch), strict=True):
+                candidates[i], flops[i] = result.items, flops[i] + result.flops
+    for i, chain in enumerate(picks):
+        ctx = make_context(users[[requests["user_id"].iloc[i]]],
+                           pad_histories([histories[i]], max_hist))  # fmt: skip
+        expected = run_chain(models, ctx, histories[i], chain, n, tiny_run.chains.exposed_k)
+        assert candidates[i][: tiny_run.chains.exposed_k] == expected.tolist(), chain.id
+        assert flops[i] == pytest.approx(
+            sum(pool.flops[a.model].cost(n if s == 0 else chain.actions[s - 1].k)
+                for s, a in enumerate(chain.actions))
+        )  # fmt: skip
+
+
+def test_stage_request_refuses_k_below_one() -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        StageRequest([0], [], None, 0)

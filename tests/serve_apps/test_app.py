@@ -1,0 +1,105 @@
+"""The Serve app end to end over real HTTP: answers match the reference cascade, the state
+and window endpoints, baselines served by the same app, and the typed builder's checks."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from greenflow.platform.cascade import run_chain, scoring_model
+from greenflow.platform.chains import Chain
+from greenflow.platform.data.store import load_dataset, load_requests
+from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
+from greenflow.platform.models.pool import load_pool
+from greenflow.platform.reward.data import load_simulated_chains
+from greenflow.serve_apps.app import AppArgs
+from tests.serve_apps.conftest import call
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+def test_recommend_serves_the_reference_cascade_of_its_chain(app_url, serve_run) -> None:
+    pool = load_pool(serve_run.run_dir)
+    models = {n: scoring_model(m) for n, m in pool.models.items()}
+    users = user_feature_table(load_dataset(serve_run.data_dir).users, pool.features)
+    q = dict(zip(load_simulated_chains(serve_run.run_dir).ids,
+                 load_simulated_chains(serve_run.run_dir).flops, strict=True))  # fmt: skip
+    for row in load_requests(serve_run.data_dir, "eval").head(8).itertuples():
+        history = [int(i) for i in row.history]
+        status, doc = call(f"{app_url}/recommend",
+                           {"user_id": int(row.user_id), "history": history, "request_id": f"r{row.request_id}"})  # fmt: skip
+        assert status == 200, doc
+        assert set(doc) >= {"items", "chain", "flops", "dual_price", "request_id"}
+        assert doc["request_id"] == f"r{row.request_id}"
+        chain = Chain.parse(doc["chain"]["id"])
+        ctx = make_context(users[[row.user_id]], pad_histories([history], pool.features.max_history))
+        expected = run_chain(models, ctx, history, chain, pool.features.num_items,
+                             serve_run.chains.exposed_k)  # fmt: skip
+        assert doc["items"] == expected.tolist()
+        assert doc["flops"] == pytest.approx(q[chain.id])
+        assert doc["dual_price"] >= 0
+
+
+def test_known_user_without_history_and_smaller_k(app_url) -> None:
+    status, doc = call(f"{app_url}/recommend", {"user_id": 1, "k": 2})
+    assert status == 200 and len(doc["items"]) <= 2
+
+
+def test_health_state_and_windows(app_url) -> None:
+    status, health = call(f"{app_url}/healthz")
+    assert status == 200 and health["status"] == "ok"
+    for _ in range(5):
+        call(f"{app_url}/recommend", {"user_id": 2})
+    time.sleep(2.5)  # two 1 s windows close (plus the driver's grace)
+    status, state = call(f"{app_url}/allocator/state")
+    assert status == 200
+    assert state["policy"] == "greenflow" and state["driver_alive"] is True
+    assert {"dual_price", "spend_flops", "budget_flops", "utilisation"} <= set(state)
+    status, doc = call(f"{app_url}/allocator/windows?since=0")
+    assert status == 200
+    windows = doc["windows"]
+    assert windows and {"t", "spend", "budget", "dual_price", "requests"} <= set(windows[0])
+    assert sum(w["requests"] for w in windows) >= 5
+
+
+def test_baseline_policy_served_by_the_same_app(serve_run, serve_port) -> None:
+    from greenflow.serve_apps.app import deploy, teardown
+
+    chain = load_simulated_chains(serve_run.run_dir).ids[0]
+    args = AppArgs(run_dir=str(serve_run.run_dir), app_name="fixed", policy=f"fixed:{chain}",
+                   window_s=1.0, stage_num_cpus=0.1, allocator_num_cpus=0.1)  # fmt: skip
+    url = deploy(args, port=serve_port)
+    try:
+        for user in (1, 2, 3):
+            status, doc = call(f"{url}/recommend", {"user_id": user})
+            assert status == 200 and doc["chain"]["id"] == chain
+        assert call(f"{url}/allocator/state")[1]["fixed_chain"] == chain
+    finally:
+        teardown("fixed")
+
+
+def test_app_args_are_checked(serve_run) -> None:
+    with pytest.raises(ValidationError, match="absolute"):
+        AppArgs(run_dir="runs/x")
+    with pytest.raises(ValidationError, match="at most one"):
+        AppArgs(run_dir=str(serve_run.run_dir), budget_flops_per_s=1.0, budget_power_w=2.0)
+    with pytest.raises(ValidationError):
+        AppArgs(run_dir=str(serve_run.run_dir), unknown=1)
+
+
+def test_serve_config_yaml_builds_the_app(serve_run) -> None:
+    import yaml
+    from importlib import resources
+
+    doc = yaml.safe_load(resources.files("greenflow.serve_apps").joinpath("serve_config.yaml").read_text())
+    (app,) = doc["applications"]
+    assert app["import_path"] == "greenflow.serve_apps.app:build_app"
+    args = {**app["args"], "run_dir": str(serve_run.run_dir)}
+    AppArgs.model_validate(args)  # the YAML's args are valid builder arguments
+    assert doc["http_options"]["host"] == "127.0.0.1"
+    assert json.dumps(doc)  # plain data, nothing executable
+    assert np.isfinite(1.0)
