@@ -43,6 +43,7 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # never join a cluster left by `ray start` (tests/test_job_submit.py)
         num_cpus=6,
         include_dashboard=False,
         object_store_memory=200 * 1024 * 1024,
