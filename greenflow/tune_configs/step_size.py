@@ -42,69 +42,19 @@ from ray import tune
 
 from greenflow.platform.allocation.primal_dual import DualPriceController, replay
 from greenflow.platform.reward.store import TUNE_DIR, write_json
+from greenflow.platform.traffic import (
+    OVER_BUDGET_SLACK,
+    TrafficProfile,
+    budget_flops_per_s,
+    request_order,
+)
 from greenflow.simulators.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 STEP_SIZE_FILE = "step_size_best.json"
-OVER_BUDGET_SLACK = 1.01  # a window "overspends" when spend > budget × this
 WINDOW_CHOICES = (1.0, 2.0, 5.0, 10.0)  # seconds of simulated time
 
 SearcherName = Literal["optuna", "random"]
-
-
-@dataclass(frozen=True)
-class TrafficProfile:
-    """Arrival-rate profile of the replay: base rate, a spike segment, base rate again."""
-
-    base_rate: float = 20.0  # requests per second
-    duration_s: float = 300.0  # 30 windows of the longest window length (10 s)
-    spike_factor: float = 3.0
-    spike_start: float = 1 / 3  # fraction of the timeline
-    spike_end: float = 2 / 3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (self.base_rate > 0 and self.duration_s > 0 and self.spike_factor > 0):
-            raise ValueError("base_rate, duration_s and spike_factor must be positive")
-        if not 0.0 <= self.spike_start <= self.spike_end <= 1.0:
-            raise ValueError("need 0 <= spike_start <= spike_end <= 1")
-
-    def rate(self, t_s: np.ndarray) -> np.ndarray:
-        """Requests per second at time t (s)."""
-        t = np.asarray(t_s, dtype=np.float64)
-        spike = (t >= self.spike_start * self.duration_s) & (t < self.spike_end * self.duration_s)
-        return np.where(spike, self.base_rate * self.spike_factor, self.base_rate)
-
-    def _breaks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Segment start times (s) and the expected arrivals before each: Λ at the breaks."""
-        t = np.array([0.0, self.spike_start, self.spike_end, 1.0]) * self.duration_s
-        rates = self.rate(t[:-1])
-        cum = np.concatenate(([0.0], np.cumsum(rates * np.diff(t))))
-        return t, cum
-
-    def arrivals(self) -> np.ndarray:
-        """Seeded Poisson arrival times (s), sorted, in [0, duration_s)."""
-        t, cum = self._breaks()
-        rng = np.random.default_rng(self.seed)
-        total = cum[-1]
-        # A unit-rate process on the Λ axis, mapped back through Λ⁻¹ (piecewise linear).
-        gaps = rng.exponential(1.0, size=int(total + 6 * np.sqrt(total) + 10))
-        lam = np.cumsum(gaps)
-        lam = lam[lam < total]
-        return np.interp(lam, cum, t)
-
-
-def request_order(n: int, length: int, seed: int) -> np.ndarray:
-    """``length`` request indices in 0..n-1: seeded permutations, one per pass."""
-    rng = np.random.default_rng(seed)
-    passes = -(-length // n) if n else 0
-    order = np.concatenate([rng.permutation(n) for _ in range(passes)]) if passes else []
-    return np.asarray(order, dtype=np.int64)[:length]
-
-
-def budget_flops_per_s(q: np.ndarray, base_rate: float, budget_fraction: float) -> float:
-    """FLOPs per second: ``budget_fraction`` of the full chain for everyone at the base rate."""
-    return float(budget_fraction * np.max(q) * base_rate)
 
 
 @dataclass(frozen=True)
