@@ -22,7 +22,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def call(url: str, body: Any = None, raw: bytes | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+def call(
+    url: str, body: Any = None, raw: bytes | None = None, timeout: float = 30.0
+) -> tuple[int, Any]:
     """(status, parsed JSON or text) of a GET (no body) or POST to ``url``."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})

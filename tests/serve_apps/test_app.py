@@ -36,7 +36,9 @@ def test_recommend_serves_the_reference_cascade_of_its_chain(app_url, serve_run)
         assert set(doc) >= {"items", "chain", "flops", "dual_price", "request_id"}
         assert doc["request_id"] == f"r{row.request_id}"
         chain = Chain.parse(doc["chain"]["id"])
-        ctx = make_context(users[[row.user_id]], pad_histories([history], pool.features.max_history))
+        ctx = make_context(
+            users[[row.user_id]], pad_histories([history], pool.features.max_history)
+        )
         expected = run_chain(models, ctx, history, chain, pool.features.num_items,
                              serve_run.chains.exposed_k)  # fmt: skip
         assert doc["items"] == expected.tolist()
@@ -92,10 +94,13 @@ def test_app_args_are_checked(serve_run) -> None:
 
 
 def test_serve_config_yaml_builds_the_app(serve_run) -> None:
-    import yaml
     from importlib import resources
 
-    doc = yaml.safe_load(resources.files("greenflow.serve_apps").joinpath("serve_config.yaml").read_text())
+    import yaml
+
+    doc = yaml.safe_load(
+        resources.files("greenflow.serve_apps").joinpath("serve_config.yaml").read_text()
+    )
     (app,) = doc["applications"]
     assert app["import_path"] == "greenflow.serve_apps.app:build_app"
     args = {**app["args"], "run_dir": str(serve_run.run_dir)}

@@ -50,8 +50,12 @@ def test_carbon_budget_gets_fewer_flops_in_a_dirty_hour() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"kind": "watts", "value": 1.0}, {"kind": "flops", "value": 0.0},
-               {"kind": "power", "value": 5.0}]  # fmt: skip
+    "kwargs",
+    [
+        {"kind": "watts", "value": 1.0},
+        {"kind": "flops", "value": 0.0},
+        {"kind": "power", "value": 5.0},
+    ],  # fmt: skip
 )
 def test_bad_budgets_are_refused(kwargs) -> None:
     with pytest.raises(ValueError):
@@ -90,7 +94,7 @@ def test_predictive_guard_never_exceeds_the_limit_while_a_chain_fits() -> None:
         # once a request had to exceed, every later one is the cheapest chain
         first_over = np.flatnonzero(~fits)
         if first_over.size:
-            assert (choice[first_over[0]:] == 0).all()
+            assert (choice[first_over[0] :] == 0).all()
             assert spend[first_over[0] - 1] + q[0] > 210.0
 
 
