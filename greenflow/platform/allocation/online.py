@@ -75,6 +75,7 @@ class OnlineAllocator:
         self.clock = clock
         self._window_start = -math.inf
         self._guard: SpendGuard | None = None
+        self._last_rate_rps = 0.0  # arrivals per second seen in the previous window
 
     def set_price(self, dual_price: float) -> None:
         """Cache λ (clicks/FLOP) published by the nearline driver."""
@@ -85,6 +86,10 @@ class OnlineAllocator:
     def _current_guard(self) -> SpendGuard:
         start = window_start(self.clock(), self.window_s)
         if start != self._window_start or self._guard is None:
+            if self._guard is not None and start - self._window_start == self.window_s:
+                self._last_rate_rps = self._guard.requests / self.window_s
+            elif self._guard is not None:  # a gap of empty windows: no recent traffic
+                self._last_rate_rps = 0.0
             budget = self.budget.window_flops(start, self.window_s) * self.share
             self._guard = SpendGuard(budget, self.guard_tolerance, predictive=True)
             self._window_start = start
@@ -101,8 +106,25 @@ class OnlineAllocator:
             wanted = choose(Q, self.q, lam)
         else:
             wanted = np.full(Q.shape[0], self.fixed_chain, dtype=np.int64)
-        choice = guard.admit(Q, self.q, wanted, lam)
+        choice = guard.admit(Q, self.q, wanted, lam, self._reserve_flops(guard, Q.shape[0]))
         return Decision(choice, choice != wanted, lam, self._window_start)
+
+    def _reserve_flops(self, guard: SpendGuard, arriving: int) -> float:
+        """FLOPs kept for the requests still expected in this window at the cheapest chain.
+
+        Arrivals are taken as Poisson at the faster of the previous window's rate and this
+        window's so far; the reserve covers the mean plus two standard deviations of the
+        arrivals in the time left (~98% of windows). Without it a window spends its budget
+        on its first requests and its last ones overflow it even at the cheapest chain.
+        """
+        now = self.clock()
+        elapsed = now - self._window_start
+        rate = self._last_rate_rps
+        if elapsed > 0.1 * self.window_s:  # too early in the window for its own rate
+            rate = max(rate, (guard.requests + arriving) / elapsed)
+        remaining_s = max(0.0, self._window_start + self.window_s - now)
+        expected = rate * remaining_s  # rate is this replica's own
+        return (expected + 2.0 * math.sqrt(expected)) * float(self.q.min())
 
     def refund(self, flops: float) -> None:
         """Return FLOPs the guard counted but a failed request never spent."""

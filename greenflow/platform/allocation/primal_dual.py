@@ -170,20 +170,29 @@ class SpendGuard:
         return self.admit(Q, q, choose(Q, q, dual_price), dual_price)
 
     def admit(
-        self, Q: np.ndarray, q: np.ndarray, choice: np.ndarray, dual_price: float = math.inf
+        self,
+        Q: np.ndarray,
+        q: np.ndarray,
+        choice: np.ndarray,
+        dual_price: float = math.inf,
+        reserve_flops: float = 0.0,
     ) -> np.ndarray:
         """Apply the guard to chains already chosen for requests in arrival order.
 
-        ``dual_price`` (clicks/FLOP) ranks the chains that still fit, predictive mode only.
+        Predictive mode only: ``dual_price`` (clicks/FLOP) ranks the chains that still fit,
+        and ``reserve_flops`` is kept free for the requests still expected in the window
+        (e.g. their number × the cheapest chain), so that the window's last requests are
+        not the ones that overflow it.
         """
         choice = np.asarray(choice)
         cost = chain_flops(q, choice)
+        limit = self.limit_flops - (reserve_flops if self.predictive else 0.0)
         # Spend before each request if none were guarded; guarding starts at the first
         # request that finds the limit already passed (reactive) or would pass it with
         # its own chain (predictive); the rest are then handled one by one.
         before = self.spend_flops + np.concatenate(([0.0], np.cumsum(cost)[:-1]))
         if self.predictive:
-            over = np.flatnonzero(before + cost > self.limit_flops)
+            over = np.flatnonzero(before + cost > limit)
             first = int(over[0]) if over.size else choice.shape[0]
         else:
             first = int(np.searchsorted(before, self.limit_flops, side="right"))
@@ -194,8 +203,8 @@ class SpendGuard:
                 spend = float(before[first])
                 for i in range(first, choice.shape[0]):
                     q_i = q if q.ndim == 1 else q[i]
-                    if spend + q_i[choice[i]] > self.limit_flops:
-                        choice[i] = _best_fitting(Q[i], q_i, self.limit_flops - spend, dual_price)
+                    if spend + q_i[choice[i]] > limit:
+                        choice[i] = _best_fitting(Q[i], q_i, limit - spend, dual_price)
                         cost[i] = q_i[choice[i]]
                         self.guard_requests += 1
                     spend += float(cost[i])

@@ -99,7 +99,7 @@ def test_predictive_guard_never_exceeds_the_limit_while_a_chain_fits() -> None:
 
 
 def test_online_allocator_windows_follow_the_wall_clock() -> None:
-    clock = FakeClock(1001.0)
+    clock = FakeClock(1000.0)  # window start: no traffic seen yet, so nothing reserved
     q = np.array([1.0, 5.0])
     alloc = OnlineAllocator(q, ComputeBudget("flops", 6.0), 2.0, clock=clock)
     Q = np.array([[1.0, 3.0]] * 3)
@@ -113,6 +113,21 @@ def test_online_allocator_windows_follow_the_wall_clock() -> None:
     assert alloc.decide(Q[:1]).choice.tolist() == [0]
     with pytest.raises(ValueError):
         alloc.set_price(math.nan)
+
+
+def test_online_allocator_reserves_budget_for_expected_arrivals() -> None:
+    clock = FakeClock(1000.0)
+    q = np.array([1.0, 5.0])
+    alloc = OnlineAllocator(q, ComputeBudget("flops", 10.0), 2.0, clock=clock)  # C = 20
+    Q = np.array([[1.0, 3.0]])
+    clock.t = 1000.5  # 2 req/s × 1.5 s left = 3 expected; reserve 3 + 2√3 ≈ 6.5: 5 + 6.5 ≤ 20
+    assert alloc.decide(Q).choice.tolist() == [1]
+    clock.t = 1001.0  # 2 expected, reserve ≈ 4.8: 10 + 4.8 ≤ 20
+    assert alloc.decide(Q).choice.tolist() == [1]
+    clock.t = 1001.1  # ≈ 2.5 expected, reserve ≈ 5.6: 15 + 5.6 > 20 → the cheapest keeps room
+    d = alloc.decide(Q)
+    assert d.choice.tolist() == [0] and d.guarded.tolist() == [True]
+    assert alloc.state()["spend_flops"] == 11.0
 
 
 def test_fixed_chain_policy_is_guarded_too() -> None:
