@@ -58,6 +58,7 @@ class ServingAssets:
     num_items: int
     joules_per_flop: float | None  # measured by `greenflow pfec calibrate`, if run
     energy_source: str | None
+    allocator_flops_per_request: float  # the reward model's FLOPs (reward_model.json)
 
     @property
     def exposed_k(self) -> int:
@@ -127,6 +128,8 @@ def load_serving_assets(run_dir: Path, variant: str = "full") -> ServingAssets:
     )
     calib_path = run_dir / CALIBRATION_FILE
     calib: dict[str, Any] = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
+    summary_path = run_dir / "reward_model.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return ServingAssets(
         space=reward.chains.space,
         chains=reward.chains.chains,
@@ -139,6 +142,7 @@ def load_serving_assets(run_dir: Path, variant: str = "full") -> ServingAssets:
         num_items=features.num_items,
         joules_per_flop=calib.get("joules_per_flop"),
         energy_source=calib.get("source"),
+        allocator_flops_per_request=float(summary.get("overhead_flops_per_request", 0.0)),
     )
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -133,6 +134,9 @@ app = FastAPI(title="GreenFlow allocator", version="1")
 @serve.ingress(app)
 class Allocator:
     def __init__(self, config: AllocatorConfig, stages: dict[str, DeploymentHandle]) -> None:
+        # One intra-op thread: the reward model on a small batch takes ~0.5 ms on one
+        # thread and several times that when threads contend with the stage replicas.
+        torch.set_num_threads(1)
         self.config = config
         self.stages = stages
         self.assets = load_serving_assets(config.run_dir, config.reward_variant)
@@ -167,7 +171,7 @@ class Allocator:
                                   LATENCY_BUCKETS_MS, REQUEST_LATENCY_MS.tag_keys)  # fmt: skip
         self._latency.set_default_tags(tags)
         self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
-        self._overhead_flops = float(self.assets.reward.meta.get("overhead_flops_per_request", 0))
+        self._overhead_flops = self.assets.allocator_flops_per_request
 
     # -- background: λ poll and report flush ---------------------------------------------
     def _ensure_loop(self) -> None:
@@ -216,7 +220,10 @@ class Allocator:
     # -- allocation ----------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
-        Q = self.scorer(requests)  # (B, J) in one pass: ~19k FLOPs per request
+        if self.fixed is None:
+            Q = self.scorer(requests)  # (B, J) in one pass: ~29k FLOPs per request
+        else:  # a baseline needs no estimates: it costs what an app without allocator costs
+            Q = np.zeros((len(requests), len(self.assets.q)))
         decision = self.online.decide(Q)
         return [
             (
@@ -274,7 +281,9 @@ class Allocator:
             status = 404 if str(err).startswith("unknown user") else 422
             return _error(status, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
+        allocation_start = time.perf_counter()
         Q, decision = await self._allocate(req)
+        allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
         degraded = False
@@ -296,7 +305,7 @@ class Allocator:
         chain = self.assets.chains[j]
         self.counts["requests"] += 1
         self._requests.inc(tags={"chain": chain.id})
-        if self._overhead_flops > 0:  # the reward model's FLOPs: the allocator's own cost
+        if self._overhead_flops > 0 and self.fixed is None:  # the reward model's FLOPs
             self._flops.inc(self._overhead_flops, tags={
                 "app": self.config.app_name, "stage": "allocator", "model": "reward"})  # fmt: skip
         latency_ms = (time.perf_counter() - start) * 1e3
@@ -318,6 +327,7 @@ class Allocator:
                 "guarded": bool(decision.guarded[0]),
                 "degraded": degraded,
                 "estimated_clicks": float(Q[j]),
+                "allocation_ms": allocation_ms,
             }
         )
 

@@ -53,7 +53,7 @@ class AppArgs(BaseModel):
     pue: float = Field(1.67, ge=1)
     carbon_intensity_g_per_kwh: float = Field(615.0, gt=0)
     window_s: float | None = Field(None, gt=0, description="default: tuned, else 2 s")
-    step_method: Literal["gradient", "exact"] = "gradient"
+    step_method: Literal["gradient", "exact"] = "exact"
     guard_tolerance: float = Field(0.0, ge=0)
     reward_variant: str = "full"
     allocator_replicas: int = Field(1, ge=1)
@@ -165,8 +165,11 @@ def deploy(
     Returns the app's base URL. Needs ``ray.init`` (or a cluster) first.
     """
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name=args.app_name, route_prefix=f"/{args.app_name}"
-              if args.app_name != "greenflow" else "/", blocking=False)  # fmt: skip
+    prefix = "/" if args.app_name == "greenflow" else f"/{args.app_name}"
+    # Access logs of every replica would flood the terminal of `greenflow serve`/`loadtest`;
+    # warnings and errors still reach it, and the full logs stay in the Ray session logs.
+    quiet = {"enable_access_log": False, "log_level": "WARNING"}
+    serve.run(build_app(args), name=args.app_name, route_prefix=prefix, logging_config=quiet)
     url = f"http://{host}:{port}" + ("" if args.app_name == "greenflow" else f"/{args.app_name}")
     wait_healthy(url, timeout_s)
     return url

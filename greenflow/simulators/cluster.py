@@ -14,4 +14,5 @@ def connect(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # Ray reads RAY_ADDRESS itself
     else:
-        ray.init(num_cpus=num_cpus)
+        # "local": never join a cluster some other `ray start` left behind by accident.
+        ray.init(address="local", num_cpus=num_cpus)
