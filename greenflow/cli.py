@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -245,31 +246,125 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     args.dataset, args.config = "movielens-100k", args.config
     t0 = time.perf_counter()
-    _log("== 1/7 data: fetch and prepare movielens-100k")
+    _log("== 1/8 data: fetch and prepare movielens-100k")
     args.path, args.users, args.items, args.requests, args.seed = None, None, None, None, 0
     cmd_data_prepare(args)
-    _log("\n== 2/7 cascade model pool: train, measure FLOPs and AUC")
+    _log("\n== 2/8 cascade model pool: train, measure FLOPs and AUC")
     cmd_train_cascade(args)
-    _log("\n== 3/7 reward samples: every chain of every reward/eval request on Ray Data")
+    _log("\n== 3/8 reward samples: every chain of every reward/eval request on Ray Data")
     args.actors, args.batch_size, args.num_cpus, args.num_gpus = 2, 32, 1.0, 0.0
     args.splits, args.chain_fraction = "reward,eval", 1.0
     cmd_simulate(args)
-    _log("\n== 4/7 reward model: the four ablation variants (tuned config if present)")
+    _log("\n== 4/8 reward model: the four ablation variants (tuned config if present)")
     args.variant, args.no_tuned, args.seeds = "all", False, 1
     cmd_train_reward(args)
-    _log("\n== 5/7 PFEC calibration: joules per FLOP of each model on this machine")
+    _log("\n== 5/8 PFEC calibration: joules per FLOP of each model on this machine")
     args.seconds, args.idle_seconds, args.batch_size, args.model = 3.0, 1.0, 32, None
     args.pue, args.carbon_intensity, args.cpu_tdp_w = 1.67, 615.0, None
     cmd_pfec_calibrate(args)
-    _log("\n== 6/7 offline evaluation: every policy along a budget sweep")
+    _log("\n== 6/8 offline evaluation: every policy along a budget sweep")
     args.budgets = 12
     cmd_evaluate(args)
-    _log("\n== 7/7 PFEC report of the run")
+    _log("\n== 7/8 online: Serve load test, GreenFlow vs EQUAL at one budget, 3x spike")
+    from greenflow.platform.traffic import TrafficProfile
+    from greenflow.serve_apps.online_eval import run_online_comparison
+
+    run_online_comparison(_config(args).run_dir, ["greenflow", "equal"],
+                          TrafficProfile(base_rate=8.0, duration_s=30.0, spike_factor=3.0),
+                          port=args.port, log=_log)  # fmt: skip
+    _log("\n== 8/8 PFEC report of the run")
     args.pue, args.carbon_intensity, args.prometheus = None, None, None
     cmd_pfec_report(args)
     _log(
         f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs under {_config(args).run_dir}/"
     )
+
+
+def _app_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """AppArgs fields given on the command line (None = the builder's default)."""
+    fields = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
+              "window_s", "guard_tolerance", "allocator_replicas", "stage_replicas",
+              "rank_num_gpus", "step_method")  # fmt: skip
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (8000)")
+    parser.add_argument("--budget-flops-per-s", type=float, default=None, help="FLOPs/s budget")
+    parser.add_argument("--budget-power-w", type=float, default=None,
+                        help="facility watts budget (needs `pfec calibrate`)")  # fmt: skip
+    parser.add_argument("--budget-carbon-g-per-h", type=float, default=None,
+                        help="gCO2eq per hour budget (needs `pfec calibrate`)")  # fmt: skip
+    parser.add_argument("--budget-fraction", type=float, default=None,
+                        help="default budget: this fraction of everyone-full (0.5)")  # fmt: skip
+    parser.add_argument("--window-s", type=float, default=None, help="window length (s)")
+    parser.add_argument("--guard-tolerance", type=float, default=None, help="guard ε (0)")
+    parser.add_argument("--step-method", choices=("gradient", "exact"), default=None,
+                        help="nearline λ update: exact re-solve (default) or gradient steps")  # fmt: skip
+    parser.add_argument("--allocator-replicas", type=int, default=None)
+    parser.add_argument("--stage-replicas", type=int, default=None)
+    parser.add_argument("--rank-num-gpus", type=float, default=None, help="GPU per rank replica")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import ray
+
+    from greenflow.serve_apps.app import AppArgs, deploy, teardown
+    from greenflow.simulators.cluster import connect
+
+    config = _config(args)
+    app_args = AppArgs.model_validate({
+        "run_dir": str(config.run_dir.resolve()), "policy": args.policy,
+        "expected_rate_rps": args.expected_rate, **_app_overrides(args),
+    })  # fmt: skip
+    if args.detach and not ray.is_initialized() and "RAY_ADDRESS" not in os.environ:
+        raise ValueError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
+                         "app stops with this command")  # fmt: skip
+    connect()
+    url = deploy(app_args, port=args.port)
+    _log(f"serving policy {args.policy!r} at {url}  (POST /recommend, GET /healthz, "
+         f"GET /allocator/state, GET /allocator/windows)")  # fmt: skip
+    _log(f"try: curl -s -X POST {url}/recommend -H 'Content-Type: application/json' "
+         "-d '{\"user_id\": 1}'")  # fmt: skip
+    if args.detach:
+        return
+    _log("Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        teardown(app_args.app_name)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> None:
+    from greenflow.platform.traffic import TrafficProfile
+
+    config = _config(args)
+    profile = TrafficProfile(base_rate=args.base_rate, duration_s=args.duration,
+                             spike_factor=args.spike_factor, seed=args.seed)  # fmt: skip
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.url:
+        from greenflow.simulators.loadtest import (
+            LoadtestConfig,
+            format_loadtest_table,
+            load_replay_requests,
+            run_loadtest,
+            write_loadtest,
+        )
+
+        lt = LoadtestConfig(url=args.url, profile=profile, max_requests=args.max_requests)
+        doc = run_loadtest(lt, load_replay_requests(config.run_dir), _log).doc()
+        paths = write_loadtest(config.run_dir, {doc["policy"]: doc})
+        _log(format_loadtest_table({doc["policy"]: doc}))
+        _log(f"-> {paths[0]}, {paths[1]}")
+        return
+    from greenflow.serve_apps.online_eval import run_online_comparison
+    from greenflow.simulators.cluster import connect
+
+    connect()
+    run_online_comparison(config.run_dir, policies, profile, port=args.port,
+                          app_overrides=_app_overrides(args), max_requests=args.max_requests,
+                          log=_log)  # fmt: skip
 
 
 def _pfec_config(args: argparse.Namespace) -> PFECConfig:
@@ -535,10 +630,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--budgets", type=int, default=12, help="sweep points (default 12)")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    serve = sub.add_parser("serve", help="deploy the Ray Serve app (allocator + stage models)")
+    _common(serve)
+    serve.add_argument("--policy", default="greenflow", help="greenflow | equal | fixed:<chain>")
+    serve.add_argument("--expected-rate", type=float, default=10.0,
+                       help="req/s the default budget is sized for (10)")  # fmt: skip
+    serve.add_argument("--detach", action="store_true",
+                       help="return after deploying (needs a running cluster)")  # fmt: skip
+    _serve_options(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    loadtest = sub.add_parser(
+        "loadtest", help="replay eval requests over HTTP: steady, 3x spike, steady (Figure 5)"
+    )
+    _common(loadtest)
+    loadtest.add_argument("--policies", default="greenflow,equal",
+                          help="policies deployed and replayed in turn (greenflow,equal)")  # fmt: skip
+    loadtest.add_argument("--url", default=None,
+                          help="replay against a running app instead (127.0.0.1 only)")  # fmt: skip
+    loadtest.add_argument("--base-rate", type=float, default=10.0, help="req/s outside the spike")
+    loadtest.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (30)")
+    loadtest.add_argument("--spike-factor", type=float, default=3.0, help="spike rate multiple")
+    loadtest.add_argument("--max-requests", type=int, default=5000, help="bound on requests")
+    loadtest.add_argument("--seed", type=int, default=0, help="arrival-time seed")
+    _serve_options(loadtest)
+    loadtest.set_defaults(func=cmd_loadtest)
+
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
     demo.add_argument("--run-dir", type=Path, default=None, help="output directory")
     demo.add_argument("--config", type=Path, default=None, help="YAML configuration overrides")
     demo.add_argument("--epochs", type=int, default=None, help="override training epochs")
+    demo.add_argument("--port", type=int, default=8000, help="Serve HTTP port for the load test")
     demo.set_defaults(func=cmd_demo)
     return parser
 

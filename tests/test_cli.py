@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _subcommands() -> list[list[str]]:
-    return [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["train-cascade"], ["demo"]]
+    return [[], ["data"], ["data", "fetch"], ["data", "prepare"], ["train-cascade"], ["demo"],
+            ["serve"], ["loadtest"]]  # fmt: skip
 
 
 @pytest.mark.parametrize("words", _subcommands())
@@ -40,6 +41,14 @@ def test_missing_ali_ccp_file_is_one_clear_line(tmp_path: Path) -> None:
 def test_train_cascade_without_data_says_what_to_run(tmp_path: Path, capsys) -> None:
     assert main(["train-cascade", "--run-dir", str(tmp_path)]) == 2
     assert "greenflow data prepare" in capsys.readouterr().err
+
+
+def test_serve_detach_without_a_cluster_refuses(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, no_ray
+) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["serve", "--run-dir", str(tmp_path), "--detach"]) == 2
+    assert "--detach needs a running cluster" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -750,11 +750,14 @@ def _spend_rate(w: Mapping[str, Any], doc: Mapping[str, Any]) -> float:
 
 def write_loadtest(run_dir: Path, docs: Mapping[str, Mapping[str, Any]]) -> tuple[Path, Path]:
     """Write ``loadtest.json`` (the greenflow doc — else the first — at top level, plus
-    ``"policies"``: every doc) atomically, and ``loadtest.png``; returns both paths."""
+    ``"policies"``: every doc, and with several policies ``"pfec"``: policy → record)
+    atomically, and ``loadtest.png``; returns both paths."""
     if not docs:
         raise ValueError("no load-test documents to write")
     main = docs.get("greenflow") or next(iter(docs.values()))
     out = {**main, "policies": {name: dict(d) for name, d in docs.items()}}
+    if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
+        out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOADTEST_FILE

@@ -1,0 +1,101 @@
+"""The online experiment: each policy deployed in turn on the same cluster and budget,
+the same requests replayed at the same rate profile, and the online PFEC table (the
+paper's Table 5 analogue) and Figure 5 (spend against budget through a traffic spike).
+
+PFEC of a run: FLOPs are what the app computed — the cascade FLOPs of every answered
+request plus the allocator's reward-model FLOPs; energy is an *estimate*, those FLOPs ×
+the joules per FLOP measured by ``greenflow pfec calibrate`` × PUE, and carbon that ×
+the carbon intensity; latency percentiles and the allocator's FLOPs overhead ride along.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from greenflow.platform.energy.carbon import PFECConfig
+from greenflow.platform.traffic import TrafficProfile
+from greenflow.serve_apps.app import AppArgs, deploy, teardown
+from greenflow.simulators.loadtest import (
+    LoadtestConfig,
+    format_loadtest_table,
+    load_replay_requests,
+    run_loadtest,
+    write_loadtest,
+)
+
+Log = Callable[[str], None]
+
+
+def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[str, Any]:
+    """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
+    calib_path = run_dir / "pfec_calibration.json"
+    if not calib_path.is_file():
+        raise FileNotFoundError(f"{calib_path}: run `greenflow pfec calibrate` first")
+    calib = json.loads(calib_path.read_text())
+    reward_doc = json.loads((run_dir / "reward_model.json").read_text())
+    overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
+    allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
+    flops = float(doc["flops"]) + allocator_flops
+    it_energy_j = flops * float(calib["joules_per_flop"])
+    return {
+        "performance": {
+            "clicks": doc["clicks"],
+            "latency_p50_ms": doc["latency_ms"]["p50"],
+            "latency_p99_ms": doc["latency_ms"]["p99"],
+        },
+        "flops": flops,
+        "allocator_flops": allocator_flops,
+        "allocator_flops_ratio": allocator_flops / doc["flops"] if doc["flops"] else 0.0,
+        "it_energy_j": it_energy_j,
+        "energy_j": pfec.facility_energy_j(it_energy_j),
+        "carbon_g": pfec.carbon_g(it_energy_j),
+        "pue": pfec.pue,
+        "carbon_intensity_g_per_kwh": pfec.carbon_intensity_g_per_kwh,
+        "sources": dict(calib.get("sources", {calib["device"]: calib["source"]})),
+        "duration_s": doc["duration_s"],
+        "basis": "estimate: FLOPs x measured joules per FLOP (pfec_calibration.json) x PUE",
+    }
+
+
+def run_online_comparison(
+    run_dir: Path,
+    policies: Sequence[str],
+    profile: TrafficProfile,
+    *,
+    port: int = 8000,
+    app_overrides: dict[str, Any] | None = None,
+    max_requests: int = 5000,
+    pfec: PFECConfig | None = None,
+    log: Log = print,
+) -> dict[str, dict[str, Any]]:
+    """Deploy, replay and tear down each policy in turn; writes loadtest.json/.png.
+
+    Every policy gets the same budget: ``budget_fraction`` (default 0.5) of everyone-full
+    at the profile's base rate, unless ``app_overrides`` sets one. Needs a Ray cluster.
+    """
+    run_dir = Path(run_dir).resolve()
+    pfec = pfec or PFECConfig()
+    requests = load_replay_requests(run_dir)
+    docs: dict[str, dict[str, Any]] = {}
+    for policy in policies:
+        args = AppArgs.model_validate({
+            "run_dir": str(run_dir), "policy": policy, "expected_rate_rps": profile.base_rate,
+            **(app_overrides or {}),
+        })  # fmt: skip
+        log(f"-- {policy}: deploying the Serve app on 127.0.0.1:{port}")
+        url = deploy(args, port=port)
+        try:
+            config = LoadtestConfig(url=url, profile=profile, max_requests=max_requests)
+            run = run_loadtest(config, requests, log)
+        finally:
+            teardown(args.app_name)
+        doc = run.doc(policy=policy)
+        doc["pfec"] = online_pfec(doc, run_dir, pfec)
+        docs[policy] = doc
+    json_path, png_path = write_loadtest(run_dir, docs)
+    log("\n" + format_loadtest_table(docs))
+    log(f"-> {json_path}, {png_path}")
+    return docs
