@@ -284,7 +284,7 @@ def _app_overrides(args: argparse.Namespace) -> dict[str, object]:
     """AppArgs fields given on the command line (None = the builder's default)."""
     fields = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
               "window_s", "guard_tolerance", "allocator_replicas", "stage_replicas",
-              "rank_num_gpus", "step_method")  # fmt: skip
+              "rank_num_gpus", "step_method", "carbon_schedule_csv")  # fmt: skip
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
@@ -297,6 +297,8 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
                         help="gCO2eq per hour budget (needs `pfec calibrate`)")  # fmt: skip
     parser.add_argument("--budget-fraction", type=float, default=None,
                         help="default budget: this fraction of everyone-full (0.5)")  # fmt: skip
+    parser.add_argument("--carbon-schedule-csv", default=None,
+                        help="daily carbon intensity CSV (time,g_per_kwh) for carbon budgets")  # fmt: skip
     parser.add_argument("--window-s", type=float, default=None, help="window length (s)")
     parser.add_argument("--guard-tolerance", type=float, default=None, help="guard ε (0)")
     parser.add_argument("--step-method", choices=("gradient", "exact"), default=None,

@@ -26,7 +26,7 @@ from ray import serve
 from ray.serve import Application
 
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.energy.carbon import PFECConfig
+from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.serve_apps.allocator import Allocator, AllocatorConfig
 from greenflow.serve_apps.driver import DriverConfig, kill_driver
@@ -52,6 +52,9 @@ class AppArgs(BaseModel):
     expected_rate_rps: float = Field(10.0, gt=0, description="traffic the budget is sized for")
     pue: float = Field(1.67, ge=1)
     carbon_intensity_g_per_kwh: float = Field(615.0, gt=0)
+    carbon_schedule_csv: str | None = Field(
+        None, description="daily intensity CSV (time,g_per_kwh); replaces the constant"
+    )
     window_s: float | None = Field(None, gt=0, description="default: tuned, else 2 s")
     step_method: Literal["gradient", "exact"] = "exact"
     guard_tolerance: float = Field(0.0, ge=0)
@@ -85,7 +88,12 @@ def _joules_per_flop(run_dir: Path) -> float | None:
 
 def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
     """The app's budget; the default is ``budget_fraction`` × everyone-full at the rate."""
-    pfec = PFECConfig(args.pue, args.carbon_intensity_g_per_kwh)
+    schedule = (
+        None
+        if args.carbon_schedule_csv is None
+        else CarbonSchedule.from_csv(args.carbon_schedule_csv)
+    )
+    pfec = PFECConfig(args.pue, args.carbon_intensity_g_per_kwh, schedule)
     jpf = _joules_per_flop(Path(args.run_dir))
     if args.budget_power_w is not None:
         return ComputeBudget("power", args.budget_power_w, jpf, pfec)

@@ -655,12 +655,12 @@ def _fmt(value: float | None, spec: str, width: int) -> str:
 
 
 def format_loadtest_table(docs: Mapping[str, Mapping[str, Any]]) -> str:
-    """Policies side by side: the online analogue of the paper's Table 5 (energy in J and
-    carbon in g from each doc's ``pfec`` where present)."""
+    """Policies side by side: the online analogue of the paper's Table 5 (energy in J,
+    carbon in g and the allocator's share of the FLOPs from each doc's ``pfec``)."""
     head = (
         f"{'policy':<14}{'requests':>9}{'errors':>7}{'clicks':>9}{'clicks/req':>11}"
         f"{'FLOPs/req':>11}{'over-budget':>12}{'p50 ms':>8}{'p99 ms':>8}{'energy J':>10}"
-        f"{'carbon g':>10}"
+        f"{'carbon g':>10}{'alloc FLOPs':>12}"
     )
     lines = [head, "-" * len(head)]
     for name, d in docs.items():
@@ -673,8 +673,14 @@ def format_loadtest_table(docs: Mapping[str, Mapping[str, Any]]) -> str:
             f"{_fmt(pct, '.1f', 11)}{'%' if pct is not None else ' '}"
             f"{_fmt(lat.get('p50'), '.1f', 8)}{_fmt(lat.get('p99'), '.1f', 8)}"
             f"{_fmt(pfec.get('energy_j'), '.3g', 10)}{_fmt(pfec.get('carbon_g'), '.3g', 10)}"
+            f"{_fmt(_pct(pfec.get('allocator_flops_ratio')), '.2f', 11)}"
+            f"{'%' if pfec.get('allocator_flops_ratio') is not None else ' '}"
         )
     return "\n".join(lines)
+
+
+def _pct(ratio: float | None) -> float | None:
+    return None if ratio is None else 100.0 * ratio
 
 
 def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:

@@ -1,0 +1,46 @@
+"""The builder's budget resolution, without Ray: defaults, watts and carbon with a schedule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from greenflow.serve_apps.app import AppArgs, resolve_budget
+
+pytestmark = pytest.mark.usefixtures("no_ray")
+
+
+def _run(tmp_path, joules_per_flop: float | None = 1e-9):
+    if joules_per_flop is not None:
+        (tmp_path / "pfec_calibration.json").write_text(
+            json.dumps({"joules_per_flop": joules_per_flop, "source": "estimate"})
+        )
+    return str(tmp_path)
+
+
+def test_default_budget_is_a_fraction_of_everyone_full(tmp_path) -> None:
+    args = AppArgs(run_dir=_run(tmp_path), budget_fraction=0.5, expected_rate_rps=10.0)
+    budget = resolve_budget(args, np.array([1e6, 4e6]))
+    assert budget.kind == "flops" and budget.flops_per_s() == pytest.approx(0.5 * 4e6 * 10)
+
+
+def test_power_budget_needs_a_calibration(tmp_path) -> None:
+    args = AppArgs(run_dir=_run(tmp_path, None), budget_power_w=100.0)
+    with pytest.raises(ValueError, match="pfec calibrate"):
+        resolve_budget(args, np.array([1.0]))
+
+
+def test_carbon_budget_follows_the_schedule(tmp_path) -> None:
+    csv = tmp_path / "grid.csv"
+    csv.write_text("time,g_per_kwh\n00:00,300\n12:00,600\n")
+    args = AppArgs(run_dir=_run(tmp_path), budget_carbon_g_per_h=50.0,
+                   carbon_schedule_csv=str(csv), pue=1.0)  # fmt: skip
+    budget = resolve_budget(args, np.array([1.0]))
+    import datetime as dt
+
+    midnight = dt.datetime(2026, 3, 1).timestamp()
+    assert budget.flops_per_s(midnight + 3600) == pytest.approx(
+        2 * budget.flops_per_s(midnight + 13 * 3600)
+    )
