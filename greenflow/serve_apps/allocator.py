@@ -59,6 +59,8 @@ LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 ID_MAX = 2**62  # larger ids cannot be int64 ids of this dataset: refused as 422
 
 PositiveId = Annotated[int, Field(ge=1, le=ID_MAX, strict=True)]
+# One served request for the driver: window start, Q_i·, chain, FLOPs spent, guarded.
+ReportRow = tuple[float, np.ndarray, int, float, bool]
 
 
 class RecommendBody(BaseModel):
@@ -158,7 +160,8 @@ class Allocator:
             initial_price=float(ready["dual_price"]),
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
-        self._buffer: deque[tuple[float, np.ndarray, int, float, bool]] = deque()
+        self._buffer: deque[ReportRow] = deque()
+        self._in_flight: list[tuple[asyncio.Future[None], list[ReportRow]]] = []
         self.dropped_reports = 0
         self.driver_alive = True
         self.driver_error: str | None = None
@@ -191,25 +194,50 @@ class Allocator:
                 self.driver_error = f"{type(err).__name__}: {err}"[:300]
 
     async def _flush(self) -> None:
-        if not self._buffer:
-            return
-        rows = list(self._buffer)
-        by_window: dict[float, list[tuple[float, np.ndarray, int, float, bool]]] = {}
-        for row in rows:
-            by_window.setdefault(row[0], []).append(row)
-        for start, part in by_window.items():
-            await asyncio.wait_for(
-                self.driver.report.remote(
-                    start,
-                    np.stack([r[1] for r in part]),
-                    np.array([r[2] for r in part], dtype=np.int64),
-                    float(sum(r[3] for r in part)),
-                    int(sum(r[4] for r in part)),
-                ),
-                timeout=2.0,
-            )
-            for _ in part:  # sent: drop exactly these rows (new ones may have arrived)
+        """Send the buffered reports to the driver, one batch in flight at a time.
+
+        A report call is sent once and then awaited until the driver answers: Ray delivers
+        it to a restarted driver (``max_task_retries=-1``), so re-sending a call that only
+        timed out would count its requests twice. Only a call that failed is sent again.
+        """
+        if not self._in_flight:
+            if not self._buffer:
+                return
+            rows = list(self._buffer)
+            self._buffer.clear()
+            by_window: dict[float, list[ReportRow]] = {}
+            for row in rows:
+                by_window.setdefault(row[0], []).append(row)
+            self._in_flight = [
+                (
+                    asyncio.ensure_future(
+                        self.driver.report.remote(
+                            start,
+                            np.stack([r[1] for r in part]),
+                            np.array([r[2] for r in part], dtype=np.int64),
+                            float(sum(r[3] for r in part)),
+                            int(sum(r[4] for r in part)),
+                        )
+                    ),
+                    part,
+                )
+                for start, part in by_window.items()
+            ]
+        # asyncio.wait never cancels: a call still unanswered is awaited again next time.
+        await asyncio.wait([call for call, _ in self._in_flight], timeout=2.0)
+        failed = [(call, part) for call, part in self._in_flight
+                  if call.done() and (call.cancelled() or call.exception() is not None)]  # fmt: skip
+        self._in_flight = [(call, part) for call, part in self._in_flight if not call.done()]
+        if failed:  # back to the front of the buffer, sent again with the next batch
+            self._buffer.extendleft(reversed([row for _, part in failed for row in part]))
+            while len(self._buffer) > MAX_BUFFERED:
                 self._buffer.popleft()
+                self.dropped_reports += 1
+            call = failed[0][0]
+            err = None if call.cancelled() else call.exception()
+            raise err if isinstance(err, Exception) else RuntimeError("driver report cancelled")
+        if self._in_flight:
+            raise TimeoutError("dual-price driver has not answered a report in 2 s")
 
     def _record(self, decision: Decision, Q: np.ndarray, j: int, flops: float) -> None:
         if len(self._buffer) >= MAX_BUFFERED:
@@ -353,7 +381,7 @@ class Allocator:
             "share": self.config.share,
             "driver_alive": self.driver_alive,
             "driver_error": self.driver_error,
-            "reports_buffered": len(self._buffer),
+            "reports_buffered": len(self._buffer) + sum(len(p) for _, p in self._in_flight),
             "reports_dropped": self.dropped_reports,
             **self.counts,
         }
