@@ -246,7 +246,7 @@ class Allocator:
         self._buffer.append((decision.window_start_s, Q, j, flops, bool(decision.guarded[0])))
 
     # -- allocation ----------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # batch only what is queued
     async def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
         if self.fixed is None:
             Q = self.scorer(requests)  # (B, J) in one pass: ~29k FLOPs per request
