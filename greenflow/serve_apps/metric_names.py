@@ -12,8 +12,9 @@ scraped as ``ray_greenflow_flops_total``); :attr:`MetricName.prometheus_names` s
 out. Ray adds its own labels to every series (``SessionName``, ``NodeAddress``,
 ``WorkerId``, ``Component``, ``Version``); the ``tag_keys`` below are ours.
 
-Serving (Ray Serve allocator and dual-price driver) does not exist yet: its metrics are
-``planned=True`` and are the names the serving code must use.
+``planned=True`` marks a metric declared before the code that exports it exists; today
+every metric here is exported (serving: ``serve_apps/allocator.py``, ``driver.py``,
+``stage_model.py``).
 
 No Ray import: this module is read by tests and tools that never start Ray.
 """
@@ -61,8 +62,8 @@ class MetricName:
 
 _NODE_TAGS = ("node", "device", "source")  # node id, "cpu:0"/"gpu:1"/…, nvml|rapl|estimate
 _NODE_METER = "greenflow.simulators.node_meter.NodeMeter"
-_DRIVER = "serve_apps dual-price driver actor"
-_ALLOCATOR = "serve_apps allocator ingress"
+_DRIVER = "greenflow.serve_apps.driver.DualPriceDriver"
+_ALLOCATOR = "greenflow.serve_apps.allocator.Allocator"
 
 ENERGY_JOULES = MetricName(
     "greenflow_energy_joules",
@@ -98,7 +99,6 @@ REQUESTS = MetricName(
     ("app", "chain"),  # chain id, e.g. "dssm@400>youtube_dnn@50>din@10": the chain choices
     "Requests served, by app and the action chain chosen for them.",
     _ALLOCATOR,
-    planned=True,
 )
 REQUEST_LATENCY_MS = MetricName(
     "greenflow_request_latency_ms",
@@ -106,7 +106,6 @@ REQUEST_LATENCY_MS = MetricName(
     ("app",),
     "End-to-end latency of /recommend in ms, allocation and all cascade stages included.",
     _ALLOCATOR,
-    planned=True,
 )
 DUAL_PRICE = MetricName(
     "greenflow_dual_price",
@@ -114,7 +113,6 @@ DUAL_PRICE = MetricName(
     ("app",),
     "Dual price lambda in force: reward (clicks) per FLOP at the margin.",
     _DRIVER,
-    planned=True,
 )
 WINDOW_BUDGET_FLOPS = MetricName(
     "greenflow_window_budget_flops",
@@ -122,7 +120,6 @@ WINDOW_BUDGET_FLOPS = MetricName(
     ("app",),
     "FLOPs budget C_t of the current allocation window.",
     _DRIVER,
-    planned=True,
 )
 WINDOW_SPEND_FLOPS = MetricName(
     "greenflow_window_spend_flops",
@@ -130,7 +127,6 @@ WINDOW_SPEND_FLOPS = MetricName(
     ("app",),
     "FLOPs spent so far in the current allocation window.",
     _DRIVER,
-    planned=True,
 )
 
 ALL_METRICS: tuple[MetricName, ...] = (
