@@ -309,8 +309,6 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import ray
-
     from greenflow.serve_apps.app import AppArgs, deploy, teardown
     from greenflow.simulators.cluster import connect
 
@@ -319,7 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         "run_dir": str(config.run_dir.resolve()), "policy": args.policy,
         "expected_rate_rps": args.expected_rate, **_app_overrides(args),
     })  # fmt: skip
-    if args.detach and not ray.is_initialized() and "RAY_ADDRESS" not in os.environ:
+    if args.detach and "RAY_ADDRESS" not in os.environ:
         raise ValueError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
                          "app stops with this command")  # fmt: skip
     connect()

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
+from ray.serve.context import _get_global_client
 
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
@@ -170,15 +171,19 @@ def deploy(
 ) -> str:
     """Start Serve's HTTP proxy on host:port (once per cluster), run the app, wait for health.
 
-    Returns the app's base URL. Needs ``ray.init`` (or a cluster) first.
+    Returns the app's base URL. If Serve already runs on the cluster, its proxy keeps its
+    own host and port (Serve cannot move it) and the URL says so. Needs ``ray.init`` first.
     """
     serve.start(http_options={"host": host, "port": port})
+    # What the proxy really listens on (Serve 2.60 has no public getter for it).
+    http = _get_global_client().http_config
+    host, port = http.host, http.port
     prefix = "/" if args.app_name == "greenflow" else f"/{args.app_name}"
     # Access logs of every replica would flood the terminal of `greenflow serve`/`loadtest`;
     # warnings and errors still reach it, and the full logs stay in the Ray session logs.
     quiet = {"enable_access_log": False, "log_level": "WARNING"}
     serve.run(build_app(args), name=args.app_name, route_prefix=prefix, logging_config=quiet)
-    url = f"http://{host}:{port}" + ("" if args.app_name == "greenflow" else f"/{args.app_name}")
+    url = f"http://{host}:{port}" + ("" if prefix == "/" else prefix)
     wait_healthy(url, timeout_s)
     return url
 
