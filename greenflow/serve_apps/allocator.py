@@ -61,6 +61,9 @@ ID_MAX = 2**62  # larger ids cannot be int64 ids of this dataset: refused as 422
 PositiveId = Annotated[int, Field(ge=1, le=ID_MAX, strict=True)]
 # One served request for the driver: window start, Q_i·, chain, FLOPs spent, guarded.
 ReportRow = tuple[float, np.ndarray, int, float, bool]
+# One report call: id, window start, Q (n, J), chains (n,), FLOPs spent, guarded requests.
+Report = tuple[str, float, np.ndarray, np.ndarray, float, int]
+MAX_PENDING_REPORTS = 10_000
 
 
 class RecommendBody(BaseModel):
@@ -161,7 +164,15 @@ class Allocator:
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
         self._buffer: deque[ReportRow] = deque()
-        self._in_flight: list[tuple[asyncio.Future[None], list[ReportRow]]] = []
+        self._pending: list[Report] = []  # built, not yet acknowledged by the driver
+        self._in_flight: list[tuple[asyncio.Future[bool], Report]] = []
+        # Acknowledged, but their window is not yet in a driver checkpoint on disk: re-sent
+        # if the driver restarts (the new process lost them); ids make that idempotent.
+        self._unconfirmed: dict[str, Report] = {}
+        self._replica_id = uuid.uuid4().hex[:12]
+        self._report_seq = 0
+        self._driver_incarnation: str | None = None
+        self.resent_reports = 0
         self.dropped_reports = 0
         self.driver_alive = True
         self.driver_error: str | None = None
@@ -188,54 +199,75 @@ class Allocator:
                 await self._flush()
                 state = await asyncio.wait_for(self.driver.state.remote(), timeout=1.0)
                 self.online.set_price(float(state["dual_price"]))
+                self._confirm(state["incarnation"], float(state["checkpointed_through_s"]))
                 self.driver_alive, self.driver_error = True, None
             except Exception as err:  # driver down or slow: serve on with the last λ
                 self.driver_alive = False
                 self.driver_error = f"{type(err).__name__}: {err}"[:300]
 
+    def _confirm(self, incarnation: str, checkpointed_through_s: float) -> None:
+        """Forget reports a checkpoint holds; after a driver restart, re-send the rest."""
+        if self._driver_incarnation not in (None, incarnation):
+            resend = [r for r in self._unconfirmed.values() if r[1] > checkpointed_through_s]
+            self._pending = resend + self._pending
+            self.resent_reports += len(resend)
+        self._driver_incarnation = incarnation
+        self._unconfirmed = {
+            k: r for k, r in self._unconfirmed.items() if r[1] > checkpointed_through_s
+        }
+
+    def _build_reports(self) -> list[Report]:
+        """The buffered rows as one report per window, each with a fresh id."""
+        by_window: dict[float, list[ReportRow]] = {}
+        while self._buffer:
+            row = self._buffer.popleft()
+            by_window.setdefault(row[0], []).append(row)
+        reports = []
+        for start, part in by_window.items():
+            self._report_seq += 1
+            reports.append((
+                f"{self._replica_id}:{self._report_seq}", start,
+                np.stack([r[1] for r in part]), np.array([r[2] for r in part], dtype=np.int64),
+                float(sum(r[3] for r in part)), int(sum(r[4] for r in part)),
+            ))  # fmt: skip
+        return reports
+
     async def _flush(self) -> None:
         """Send the buffered reports to the driver, one batch in flight at a time.
 
-        A report call is sent once and then awaited until the driver answers: Ray delivers
-        it to a restarted driver (``max_task_retries=-1``), so re-sending a call that only
-        timed out would count its requests twice. Only a call that failed is sent again.
+        A report call is awaited until the driver answers: Ray delivers it to a restarted
+        driver (``max_task_retries=-1``). A call that failed is sent again with the same id,
+        and the driver drops ids it has seen, so no request is counted twice.
         """
         if not self._in_flight:
-            if not self._buffer:
+            self._pending.extend(self._build_reports())
+            if len(self._pending) > MAX_PENDING_REPORTS:  # driver gone for long: bounded
+                drop = len(self._pending) - MAX_PENDING_REPORTS
+                self.dropped_reports += sum(len(r[3]) for r in self._pending[:drop])
+                self._pending = self._pending[drop:]
+            if not self._pending:
                 return
-            rows = list(self._buffer)
-            self._buffer.clear()
-            by_window: dict[float, list[ReportRow]] = {}
-            for row in rows:
-                by_window.setdefault(row[0], []).append(row)
             self._in_flight = [
-                (
-                    asyncio.ensure_future(
-                        self.driver.report.remote(
-                            start,
-                            np.stack([r[1] for r in part]),
-                            np.array([r[2] for r in part], dtype=np.int64),
-                            float(sum(r[3] for r in part)),
-                            int(sum(r[4] for r in part)),
-                        )
-                    ),
-                    part,
-                )
-                for start, part in by_window.items()
+                (asyncio.ensure_future(self.driver.report.remote(*r[1:], r[0])), r)
+                for r in self._pending
             ]
+            self._pending = []
         # asyncio.wait never cancels: a call still unanswered is awaited again next time.
         await asyncio.wait([call for call, _ in self._in_flight], timeout=2.0)
-        failed = [(call, part) for call, part in self._in_flight
-                  if call.done() and (call.cancelled() or call.exception() is not None)]  # fmt: skip
-        self._in_flight = [(call, part) for call, part in self._in_flight if not call.done()]
-        if failed:  # back to the front of the buffer, sent again with the next batch
-            self._buffer.extendleft(reversed([row for _, part in failed for row in part]))
-            while len(self._buffer) > MAX_BUFFERED:
-                self._buffer.popleft()
-                self.dropped_reports += 1
-            call = failed[0][0]
-            err = None if call.cancelled() else call.exception()
-            raise err if isinstance(err, Exception) else RuntimeError("driver report cancelled")
+        failed: list[Report] = []
+        error: BaseException | None = None
+        for call, report in self._in_flight:
+            if not call.done():
+                continue
+            if call.cancelled() or call.exception() is not None:
+                failed.append(report)
+                error = error or (None if call.cancelled() else call.exception())
+            else:
+                self._unconfirmed[report[0]] = report
+        self._in_flight = [(call, r) for call, r in self._in_flight if not call.done()]
+        if failed:
+            self._pending = failed + self._pending
+            raise error if isinstance(error, Exception) else RuntimeError("driver report cancelled")
         if self._in_flight:
             raise TimeoutError("dual-price driver has not answered a report in 2 s")
 
@@ -381,7 +413,11 @@ class Allocator:
             "share": self.config.share,
             "driver_alive": self.driver_alive,
             "driver_error": self.driver_error,
-            "reports_buffered": len(self._buffer) + sum(len(p) for _, p in self._in_flight),
+            "reports_buffered": len(self._buffer)
+            + sum(len(r[3]) for r in self._pending)
+            + sum(len(r[3]) for _, r in self._in_flight),
+            "reports_unconfirmed": sum(len(r[3]) for r in self._unconfirmed.values()),
+            "reports_resent": self.resent_reports,
             "reports_dropped": self.dropped_reports,
             **self.counts,
         }

@@ -19,6 +19,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -85,6 +86,9 @@ class DualPriceDriver:
         self.q = chains.flops
         self._lock = threading.Lock()
         self.restored = False
+        # A new id per process: replicas that see it change re-send what the dead process
+        # held but had not checkpointed (reports are idempotent by id).
+        self.incarnation = uuid.uuid4().hex
         path = config.checkpoint_path()
         doc = json.loads(path.read_text()) if path.is_file() else None
         if doc is not None and doc.get("deployment_id") == config.deployment_id:
@@ -108,6 +112,8 @@ class DualPriceDriver:
         if doc is not None:
             self.core.restore(doc)
             self.restored = True
+        # Windows up to here are in a checkpoint on disk: replicas may forget their reports.
+        self.checkpointed_through_s = float(doc["last_closed_s"]) if doc else -math.inf
         tags = {"app": config.app_name}
         self._gauges = {
             "price": Gauge(DUAL_PRICE.name, DUAL_PRICE.description, DUAL_PRICE.tag_keys),
@@ -133,9 +139,10 @@ class DualPriceDriver:
                     doc = self._checkpoint_doc() if closed else None
                 self._gauges["price"].set(state["dual_price"])
                 self._gauges["budget"].set(state["budget_flops"])
-                if closed:
+                if closed and doc is not None:
                     self._gauges["spend"].set(closed[-1].spend_flops)
                     self._write_checkpoint(doc)
+                    self.checkpointed_through_s = float(doc["last_closed_s"])
             except Exception:  # keep the loop alive; the error is in the actor's log
                 logger.exception("dual-price driver tick failed")
 
@@ -167,9 +174,12 @@ class DualPriceDriver:
         choice: np.ndarray,
         spend_flops: float,
         guard_requests: int,
-    ) -> None:
+        report_id: str | None = None,
+    ) -> bool:
         with self._lock:
-            self.core.report(window_start_s, Q, choice, spend_flops, guard_requests)
+            return self.core.report(
+                window_start_s, Q, choice, spend_flops, guard_requests, report_id
+            )
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -178,6 +188,8 @@ class DualPriceDriver:
                 "restored": self.restored,
                 "fit_price": self.fit_price,
                 "pid": os.getpid(),
+                "incarnation": self.incarnation,
+                "checkpointed_through_s": self.checkpointed_through_s,
             }
 
     def windows(self, since_s: float = -math.inf) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from greenflow.platform.allocation.primal_dual import Clock, DualPriceController
 
 MAX_RECORDS = 3600  # closed-window records kept (an hour of 1 s windows)
 MAX_CATCH_UP = 600  # windows closed one by one after a long gap; older ones are skipped
+MAX_REPORT_IDS = 100_000  # recent report ids remembered to drop duplicates
 
 
 @dataclass
@@ -73,6 +74,8 @@ class NearlineDriver:
         self._price_in: dict[float, float] = {}  # λ published when a window opened
         self._last_closed = window_start(clock(), self.window_s) - self.window_s
         self.late_reports = 0
+        self.duplicate_reports = 0
+        self._report_ids: OrderedDict[str, None] = OrderedDict()
 
     def price(self) -> float:
         return self.controller.price()
@@ -87,8 +90,20 @@ class NearlineDriver:
         choice: np.ndarray,
         spend_flops: float,
         guard_requests: int = 0,
-    ) -> None:
-        """One replica's requests of one window: Q (n, J), chains (n,), FLOPs spent."""
+        report_id: str | None = None,
+    ) -> bool:
+        """One replica's requests of one window: Q (n, J), chains (n,), FLOPs spent.
+
+        ``report_id`` makes delivery idempotent: a report seen before (a Ray retry, or a
+        replica re-sending after a driver restart) is dropped; returns False then.
+        """
+        if report_id is not None:
+            if report_id in self._report_ids:
+                self.duplicate_reports += 1
+                return False
+            self._report_ids[report_id] = None
+            if len(self._report_ids) > MAX_REPORT_IDS:
+                self._report_ids.popitem(last=False)
         Q = np.asarray(Q, dtype=np.float64).reshape(-1, len(self.q))
         choice = np.asarray(choice, dtype=np.int64)
         if choice.shape != (Q.shape[0],):
@@ -97,7 +112,7 @@ class NearlineDriver:
         reward = float(Q[np.arange(len(choice)), choice].sum()) if len(choice) else 0.0
         if start <= self._last_closed:
             self._add_late(start, Q.shape[0], spend_flops, guard_requests, reward)
-            return
+            return True
         w = self._open.setdefault(start, _Window())
         self._price_in.setdefault(start, self.price())
         w.Q.append(Q)
@@ -105,6 +120,7 @@ class NearlineDriver:
         w.requests += Q.shape[0]
         w.guard_requests += int(guard_requests)
         w.reward += reward
+        return True
 
     def _add_late(self, start: float, n: int, spend: float, guarded: int, reward: float) -> None:
         self.late_reports += 1
@@ -168,7 +184,9 @@ class NearlineDriver:
             "utilisation": w.spend_flops / budget if budget > 0 else math.nan,
             "budget_flops_per_s": self.budget.flops_per_s(start),
             "windows_closed": len(self.records),
+            "last_closed_s": self._last_closed,
             "late_reports": self.late_reports,
+            "duplicate_reports": self.duplicate_reports,
         }
 
     def windows(self, since_s: float = -math.inf) -> list[dict[str, Any]]:

@@ -176,3 +176,16 @@ def test_driver_checkpoint_round_trip_resumes_price_and_records() -> None:
     clock.t = 104.5
     closed = again.tick()
     assert [r.t_s for r in closed] == [102.0, 103.0]  # missed windows are recorded, not skipped
+
+
+def test_driver_drops_reports_it_has_seen() -> None:
+    clock = FakeClock(100.5)
+    drv = _driver(clock)
+    Q = np.array([[1.0, 2.0]])
+    assert drv.report(100.0, Q, np.array([1]), 10.0, report_id="a:1") is True
+    assert drv.report(100.0, Q, np.array([1]), 10.0, report_id="a:1") is False  # a retry
+    assert drv.report(100.0, Q, np.array([1]), 10.0, report_id="b:1") is True
+    clock.t = 101.5
+    (rec,) = drv.tick()
+    assert rec.requests == 2 and rec.spend_flops == 20.0
+    assert drv.state()["duplicate_reports"] == 1
