@@ -134,3 +134,21 @@ def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Co
     }
     (run_dir / "simulation.json").write_text(json.dumps(doc, indent=2))
     return config
+
+
+@pytest.fixture(scope="session")
+def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """``reward_run`` (a copy) plus a trained 'full' reward model and a J/FLOP calibration."""
+    from greenflow.platform.energy import PFECConfig
+    from greenflow.platform.reward import RewardModelConfig
+    from greenflow.platform.reward.run import train_reward_variants
+    from greenflow.platform.reward.training import RewardTrainConfig
+    from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
+
+    run_dir = tmp_path_factory.mktemp("serve") / "run"
+    shutil.copytree(reward_run.run_dir, run_dir)
+    train_reward_variants(run_dir, ["full"], RewardModelConfig(),
+                          RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
+    run_calibration(run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
+                    log=lambda _: None)  # fmt: skip
+    return dataclasses.replace(reward_run, run_dir=run_dir)

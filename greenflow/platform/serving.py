@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from greenflow.platform.allocation.baselines import EqualPolicy
 from greenflow.platform.chains import Chain, ChainSpace
 from greenflow.platform.data.store import load_dataset
 from greenflow.platform.evaluation import mean_reward_per_chain
@@ -63,6 +64,30 @@ class ServingAssets:
     @property
     def exposed_k(self) -> int:
         return self.space.exposed_k
+
+    def policy_chain(self, policy: str, per_request_flops: float) -> int | None:
+        """The chain a baseline serves everyone (None for GreenFlow, which chooses).
+
+        ``equal``: the best fixed chain by mean training clicks whose cost fits the budget
+        per expected request (``EqualPolicy``); ``fixed:<chain id>``: that chain.
+        """
+        if policy == "greenflow":
+            return None
+        if policy == "equal":
+            return int(
+                EqualPolicy(self.train_mean, self.q, 1).allocate(per_request_flops).choice[0]
+            )
+        if policy.startswith("fixed:"):
+            ids = [c.id for c in self.chains]
+            wanted = policy.removeprefix("fixed:")
+            if wanted not in ids:
+                raise ValueError(
+                    f"policy {policy!r}: {wanted!r} is not one of the {len(ids)} chains"
+                )
+            return ids.index(wanted)
+        raise ValueError(
+            f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}"
+        )
 
     def resolve(
         self,

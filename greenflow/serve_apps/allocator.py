@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
+import ray
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -111,27 +112,6 @@ def _validation_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def fixed_chain_index(policy: str, assets_chains: tuple[Chain, ...], q: np.ndarray,
-                      train_mean: np.ndarray, per_request_flops: float) -> int | None:  # fmt: skip
-    """The chain a baseline policy serves everyone; None for GreenFlow."""
-    if policy == "greenflow":
-        return None
-    if policy == "equal":
-        fits = np.flatnonzero(q <= per_request_flops * (1 + 1e-12))
-        if not fits.size:
-            return int(np.argmin(q))
-        return int(fits[np.lexsort((q[fits], -train_mean[fits]))[0]])
-    if policy.startswith("fixed:"):
-        wanted = policy.removeprefix("fixed:")
-        ids = [c.id for c in assets_chains]
-        if wanted not in ids:
-            raise ValueError(
-                f"policy {policy!r}: chain {wanted!r} is not one of the {len(ids)} chains"
-            )
-        return ids.index(wanted)
-    raise ValueError(f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}")
-
-
 app = FastAPI(title="GreenFlow allocator", version="1")
 
 
@@ -147,15 +127,12 @@ class Allocator:
         self.assets = load_serving_assets(config.run_dir, config.reward_variant)
         self.scorer = RewardScorer(self.assets.reward)
         per_request = config.budget.flops_per_s(time.time()) / config.expected_rate_rps
-        self.fixed = fixed_chain_index(
-            config.policy, self.assets.chains, self.assets.q, self.assets.train_mean, per_request
-        )
+        self.fixed = self.assets.policy_chain(config.policy, per_request)
         missing = {a.model for c in self.assets.chains for a in c.actions} - set(stages)
         if missing:
             raise KeyError(f"no stage deployment for model(s) {sorted(missing)}")
         self.driver = start_driver(config.driver)
-        import ray  # the driver's warm start must finish before the first request
-
+        # The driver's warm start (λ* of the reward split) must finish before serving.
         ready = ray.get(self.driver.ready.remote(), timeout=300)
         self.online = OnlineAllocator(
             self.assets.q, config.budget, config.window_s, fixed_chain=self.fixed,

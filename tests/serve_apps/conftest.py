@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -37,24 +35,6 @@ def call(
             return err.code, json.loads(text)
         except ValueError:
             return err.code, text
-
-
-@pytest.fixture(scope="session")
-def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
-    """``reward_run`` plus a trained 'full' reward model and a J/FLOP calibration."""
-    from greenflow.platform.energy import PFECConfig
-    from greenflow.platform.reward import RewardModelConfig
-    from greenflow.platform.reward.run import train_reward_variants
-    from greenflow.platform.reward.training import RewardTrainConfig
-    from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
-
-    run_dir = tmp_path_factory.mktemp("serve") / "run"
-    shutil.copytree(reward_run.run_dir, run_dir)
-    train_reward_variants(run_dir, ["full"], RewardModelConfig(),
-                          RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
-    run_calibration(run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
-    return dataclasses.replace(reward_run, run_dir=run_dir)
 
 
 @pytest.fixture(scope="session")
