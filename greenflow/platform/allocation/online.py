@@ -44,7 +44,8 @@ class OnlineAllocator:
 
     q: (J,) FLOPs per chain. ``share`` is this replica's fraction of the window budget
     (1 / number of allocator replicas). ``guard_tolerance`` ε lets a window reach
-    C (1 + ε) before the guard acts.
+    C (1 + ε) before the guard acts. ``reserve_sigmas``: the guard keeps room for the
+    expected remaining arrivals plus this many standard deviations (None: no reserve).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class OnlineAllocator:
         share: float = 1.0,
         guard_tolerance: float = 0.0,
         initial_price: float = 0.0,
+        reserve_sigmas: float | None = 3.0,
         clock: Clock = time.time,
     ) -> None:
         if not window_s > 0:
@@ -72,6 +74,7 @@ class OnlineAllocator:
         self.share = share
         self.guard_tolerance = guard_tolerance
         self.dual_price = float(initial_price)
+        self.reserve_sigmas = reserve_sigmas
         self.clock = clock
         self._window_start = -math.inf
         self._guard: SpendGuard | None = None
@@ -113,10 +116,13 @@ class OnlineAllocator:
         """FLOPs kept for the requests still expected in this window at the cheapest chain.
 
         Arrivals are taken as Poisson at the faster of the previous window's rate and this
-        window's so far; the reserve covers the mean plus two standard deviations of the
-        arrivals in the time left (~98% of windows). Without it a window spends its budget
-        on its first requests and its last ones overflow it even at the cheapest chain.
+        window's so far; the reserve covers their mean plus ``reserve_sigmas`` standard
+        deviations in the time left (3: ~99.9% of windows). Without it a window spends its
+        budget on its first requests, and its last ones overflow it even at the cheapest
+        chain.
         """
+        if self.reserve_sigmas is None:
+            return 0.0
         now = self.clock()
         elapsed = now - self._window_start
         rate = self._last_rate_rps
@@ -124,7 +130,7 @@ class OnlineAllocator:
             rate = max(rate, (guard.requests + arriving) / elapsed)
         remaining_s = max(0.0, self._window_start + self.window_s - now)
         expected = rate * remaining_s  # rate is this replica's own
-        return (expected + 2.0 * math.sqrt(expected)) * float(self.q.min())
+        return (expected + self.reserve_sigmas * math.sqrt(expected)) * float(self.q.min())
 
     def refund(self, flops: float) -> None:
         """Return FLOPs the guard counted but a failed request never spent."""

@@ -99,9 +99,9 @@ def test_predictive_guard_never_exceeds_the_limit_while_a_chain_fits() -> None:
 
 
 def test_online_allocator_windows_follow_the_wall_clock() -> None:
-    clock = FakeClock(1000.0)  # window start: no traffic seen yet, so nothing reserved
+    clock = FakeClock(1000.0)
     q = np.array([1.0, 5.0])
-    alloc = OnlineAllocator(q, ComputeBudget("flops", 6.0), 2.0, clock=clock)
+    alloc = OnlineAllocator(q, ComputeBudget("flops", 6.0), 2.0, reserve_sigmas=None, clock=clock)
     Q = np.array([[1.0, 3.0]] * 3)
     d = alloc.decide(Q)
     assert d.window_start_s == 1000.0 == window_start(1001.0, 2.0)
@@ -118,7 +118,9 @@ def test_online_allocator_windows_follow_the_wall_clock() -> None:
 def test_online_allocator_reserves_budget_for_expected_arrivals() -> None:
     clock = FakeClock(1000.0)
     q = np.array([1.0, 5.0])
-    alloc = OnlineAllocator(q, ComputeBudget("flops", 10.0), 2.0, clock=clock)  # C = 20
+    alloc = OnlineAllocator(
+        q, ComputeBudget("flops", 10.0), 2.0, reserve_sigmas=2.0, clock=clock
+    )  # C = 20; fmt: skip
     Q = np.array([[1.0, 3.0]])
     clock.t = 1000.5  # 2 req/s × 1.5 s left = 3 expected; reserve 3 + 2√3 ≈ 6.5: 5 + 6.5 ≤ 20
     assert alloc.decide(Q).choice.tolist() == [1]
@@ -189,3 +191,10 @@ def test_driver_drops_reports_it_has_seen() -> None:
     (rec,) = drv.tick()
     assert rec.requests == 2 and rec.spend_flops == 20.0
     assert drv.state()["duplicate_reports"] == 1
+
+
+def test_no_reserve_fills_the_window_before_guarding() -> None:
+    clock = FakeClock(1001.0)
+    alloc = OnlineAllocator(np.array([1.0, 5.0]), ComputeBudget("flops", 10.0), 2.0,
+                            reserve_sigmas=None, clock=clock)  # fmt: skip
+    assert alloc.decide(np.array([[1.0, 3.0]] * 5)).choice.tolist() == [1, 1, 1, 1, 0]
