@@ -36,7 +36,8 @@ from greenflow.platform.serving import load_serving_assets
 from greenflow.platform.traffic import TrafficProfile, request_order
 from greenflow.simulators.evaluate import load_inputs
 
-EPOCH = 1_800_000_000.0  # replay clock start (Unix s), window-aligned
+EPOCH = 1_800_000_000.7  # replay clock start (Unix s): 0.7 s into a window, so the
+# spike starts mid-window as it does live (an aligned start flatters the guard)
 POLL_S = 0.1
 SLACK = 1.01  # a window is over budget when spend > C × this
 
