@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,10 @@ import numpy as np
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.decision import as_costs, as_rewards, choose
 from greenflow.platform.allocation.primal_dual import Clock, SpendGuard
+
+# Arrivals over the last RATE_HORIZON_S also set the expected rate: a spike that began in
+# the previous window's tail is known at the start of the next one.
+RATE_HORIZON_S = 0.5
 
 
 def window_start(now_s: float, window_s: float) -> float:
@@ -79,6 +84,7 @@ class OnlineAllocator:
         self._window_start = -math.inf
         self._guard: SpendGuard | None = None
         self._last_rate_rps = 0.0  # arrivals per second seen in the previous window
+        self._recent: deque[float] = deque()  # arrival times within RATE_HORIZON_S
 
     def set_price(self, dual_price: float) -> None:
         """Cache λ (clicks/FLOP) published by the nearline driver."""
@@ -109,14 +115,19 @@ class OnlineAllocator:
             wanted = choose(Q, self.q, lam)
         else:
             wanted = np.full(Q.shape[0], self.fixed_chain, dtype=np.int64)
+        now = self.clock()
+        self._recent.extend([now] * Q.shape[0])
+        while self._recent and self._recent[0] <= now - RATE_HORIZON_S:
+            self._recent.popleft()
         choice = guard.admit(Q, self.q, wanted, lam, self._reserve_flops(guard, Q.shape[0]))
         return Decision(choice, choice != wanted, lam, self._window_start)
 
     def _reserve_flops(self, guard: SpendGuard, arriving: int) -> float:
         """FLOPs kept for the requests still expected in this window at the cheapest chain.
 
-        Arrivals are taken as Poisson at the faster of the previous window's rate and this
-        window's so far; the reserve covers their mean plus ``reserve_sigmas`` standard
+        Arrivals are taken as Poisson at the fastest of the previous window's rate, this
+        window's so far and the last ``RATE_HORIZON_S``'s; the reserve covers their mean
+        plus ``reserve_sigmas`` standard
         deviations in the time left (3: ~99.9% of windows). Without it a window spends its
         budget on its first requests, and its last ones overflow it even at the cheapest
         chain.
@@ -128,6 +139,7 @@ class OnlineAllocator:
         rate = self._last_rate_rps
         if elapsed > 0.1 * self.window_s:  # too early in the window for its own rate
             rate = max(rate, (guard.requests + arriving) / elapsed)
+        rate = max(rate, len(self._recent) / RATE_HORIZON_S)
         remaining_s = max(0.0, self._window_start + self.window_s - now)
         expected = rate * remaining_s  # rate is this replica's own
         return (expected + self.reserve_sigmas * math.sqrt(expected)) * float(self.q.min())

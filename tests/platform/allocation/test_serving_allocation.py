@@ -135,7 +135,7 @@ def test_online_allocator_reserves_budget_for_expected_arrivals() -> None:
 def test_fixed_chain_policy_is_guarded_too() -> None:
     clock = FakeClock(0.0)
     alloc = OnlineAllocator(np.array([1.0, 5.0]), ComputeBudget("flops", 6.0), 1.0,
-                            fixed_chain=1, clock=clock)  # fmt: skip
+                            fixed_chain=1, reserve_sigmas=None, clock=clock)  # fmt: skip
     d = alloc.decide(np.zeros((3, 2)))
     assert d.choice.tolist() == [1, 0, 0]
     assert alloc.state()["spend_flops"] == 7.0
@@ -198,3 +198,16 @@ def test_no_reserve_fills_the_window_before_guarding() -> None:
     alloc = OnlineAllocator(np.array([1.0, 5.0]), ComputeBudget("flops", 10.0), 2.0,
                             reserve_sigmas=None, clock=clock)  # fmt: skip
     assert alloc.decide(np.array([[1.0, 3.0]] * 5)).choice.tolist() == [1, 1, 1, 1, 0]
+
+
+def test_a_spike_in_the_last_half_second_raises_the_reserve() -> None:
+    clock = FakeClock(1000.0)
+    q = np.array([1.0, 5.0])
+    alloc = OnlineAllocator(q, ComputeBudget("flops", 10.0), 2.0, reserve_sigmas=0.0, clock=clock)
+    for t in np.linspace(1001.55, 1001.95, 5):  # 10 req/s in the previous window's tail
+        clock.t = t
+        alloc.decide(np.array([[0.0, 0.0]]))  # equal Q: the cheapest chain, 1 FLOP each
+    clock.t = 1002.0  # new window, C = 20: 2.5 req/s last window, but 10 req/s just now
+    # 6 arrivals in the last 0.5 s (this one too): 12 req/s × 2 s × 1 FLOP > C: no room
+    d = alloc.decide(np.array([[1.0, 3.0]]))
+    assert d.choice.tolist() == [0] and d.guarded.tolist() == [True]
