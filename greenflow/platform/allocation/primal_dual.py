@@ -219,14 +219,12 @@ class SpendGuard:
 
 
 def _best_fitting(Q_i: np.ndarray, q_i: np.ndarray, room_flops: float, dual_price: float) -> int:
-    """argmax (Q − λ q) over the chains with q ≤ room, ties to the cheaper; else the cheapest."""
-    fits = q_i <= room_flops
-    if not fits.any():
+    """j*(λ) among the chains with q ≤ room (the decision's tie rule); else the cheapest."""
+    fits = np.flatnonzero(q_i <= room_flops)
+    if not fits.size:
         return int(choose(Q_i[None, :], q_i, math.inf)[0])
     price = dual_price if math.isfinite(dual_price) else 0.0
-    value = np.where(fits, Q_i - price * q_i, -np.inf)
-    best = np.flatnonzero(value == value.max())
-    return int(best[np.argmin(q_i[best])])  # first of the least costs
+    return int(fits[choose(Q_i[None, fits], q_i[fits], price)[0]])
 
 
 @dataclass(frozen=True)
