@@ -376,15 +376,11 @@ class Allocator:
     @app.get("/allocator/state")
     async def state(self) -> dict[str, Any]:
         self._ensure_loop()
-        online = self.online.state()
         fixed = None if self.fixed is None else self.assets.chains[self.fixed].id
         return {
             "policy": self.config.policy,
             "fixed_chain": fixed,
-            **{
-                k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in online.items()
-            },
+            **self.online.state(),
             "budget": self.config.budget.to_dict(),
             "budget_flops_per_s": self.config.budget.flops_per_s(time.time()),
             "share": self.config.share,

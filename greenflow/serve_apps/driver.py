@@ -139,7 +139,7 @@ class DualPriceDriver:
                     doc = self._checkpoint_doc() if closed else None
                 self._gauges["price"].set(state["dual_price"])
                 self._gauges["budget"].set(state["budget_flops"])
-                if closed and doc is not None:
+                if doc is not None:
                     self._gauges["spend"].set(closed[-1].spend_flops)
                     self._write_checkpoint(doc)
                     self.checkpointed_through_s = float(doc["last_closed_s"])
@@ -154,9 +154,7 @@ class DualPriceDriver:
             "config": {**asdict(self.config), "budget": self.config.budget.to_dict()},
         }
 
-    def _write_checkpoint(self, doc: dict[str, Any] | None) -> None:
-        if doc is None:
-            return
+    def _write_checkpoint(self, doc: dict[str, Any]) -> None:
         path = self.config.checkpoint_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

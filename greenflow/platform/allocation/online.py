@@ -159,6 +159,6 @@ class OnlineAllocator:
             "window_start_s": self._window_start,
             "spend_flops": guard.spend_flops,
             "budget_flops": budget,
-            "utilisation": guard.spend_flops / budget if budget > 0 else math.nan,
+            "utilisation": guard.spend_flops / budget,  # ComputeBudget is > 0
             "guard_requests": guard.guard_requests,
         }
