@@ -34,7 +34,11 @@ MAX_HISTORY_IDS = 10_000  # a longer history in one request is refused, not trun
 
 
 class RequestError(ValueError):
-    """A request the allocator cannot serve; the message says why (HTTP 4xx)."""
+    """A request the allocator cannot serve; the message says why (HTTP 422)."""
+
+
+class UnknownUserError(RequestError):
+    """A user the allocator has no history for and the request sent none (HTTP 404)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class ServingAssets:
         known = user_id < len(self.users) and user_id in self.histories
         if history is None:
             if not known:
-                raise RequestError(
+                raise UnknownUserError(
                     f"unknown user {user_id} and no history: send the user's clicked items"
                 )
             history = self.histories[user_id]

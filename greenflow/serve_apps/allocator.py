@@ -45,6 +45,7 @@ from greenflow.platform.serving import (
     RequestError,
     ResolvedRequest,
     RewardScorer,
+    UnknownUserError,
     load_serving_assets,
 )
 from greenflow.platform.stage import StageRequest, StageResult
@@ -315,8 +316,7 @@ class Allocator:
             req = self.assets.resolve(parsed.user_id, parsed.history, parsed.k, parsed.activity)
         except RequestError as err:
             self.counts["rejected"] += 1
-            status = 404 if str(err).startswith("unknown user") else 422
-            return _error(status, str(err))
+            return _error(404 if isinstance(err, UnknownUserError) else 422, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
         allocation_start = time.perf_counter()
         Q, decision = await self._allocate(req)

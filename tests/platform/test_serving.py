@@ -7,7 +7,12 @@ import pytest
 
 from greenflow.platform.data.store import load_requests
 from greenflow.platform.reward.store import predict_rewards
-from greenflow.platform.serving import RequestError, RewardScorer, load_serving_assets
+from greenflow.platform.serving import (
+    RequestError,
+    RewardScorer,
+    UnknownUserError,
+    load_serving_assets,
+)
 
 pytestmark = pytest.mark.usefixtures("no_ray")
 
@@ -45,6 +50,11 @@ def test_resolve_known_user_uses_the_latest_history(assets) -> None:
 def test_resolve_refuses_what_it_cannot_serve(assets, user, history, k, message) -> None:
     with pytest.raises(RequestError, match=message):
         assets.resolve(user, history, k)
+
+
+def test_unknown_user_without_history_is_its_own_error(assets) -> None:
+    with pytest.raises(UnknownUserError):
+        assets.resolve(10**6, None, None)
 
 
 def test_unknown_user_with_history_gets_unknown_features(assets) -> None:
