@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from greenflow.platform.energy.carbon import PFECConfig
+from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 from greenflow.simulators.loadtest import (
@@ -38,25 +39,17 @@ def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[st
     reward_doc = json.loads((run_dir / "reward_model.json").read_text())
     overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
     allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
-    flops = float(doc["flops"]) + allocator_flops
-    it_energy_j = flops * float(calib["joules_per_flop"])
+    performance = {
+        "clicks": doc["clicks"],
+        "latency_p50_ms": doc["latency_ms"]["p50"],
+        "latency_p99_ms": doc["latency_ms"]["p99"],
+    }
+    record = estimated_pfec(performance, float(doc["flops"]) + allocator_flops, calib, pfec)
     return {
-        "performance": {
-            "clicks": doc["clicks"],
-            "latency_p50_ms": doc["latency_ms"]["p50"],
-            "latency_p99_ms": doc["latency_ms"]["p99"],
-        },
-        "flops": flops,
+        **record,
         "allocator_flops": allocator_flops,
         "allocator_flops_ratio": allocator_flops / doc["flops"] if doc["flops"] else 0.0,
-        "it_energy_j": it_energy_j,
-        "energy_j": pfec.facility_energy_j(it_energy_j),
-        "carbon_g": pfec.carbon_g(it_energy_j),
-        "pue": pfec.pue,
-        "carbon_intensity_g_per_kwh": pfec.carbon_intensity_g_per_kwh,
-        "sources": dict(calib.get("sources", {calib["device"]: calib["source"]})),
         "duration_s": doc["duration_s"],
-        "basis": "estimate: FLOPs x measured joules per FLOP (pfec_calibration.json) x PUE",
     }
 
 

@@ -34,6 +34,7 @@ from greenflow.platform.allocation.baselines import (
 from greenflow.platform.chains import Chain, stage_costs
 from greenflow.platform.data.store import load_requests
 from greenflow.platform.energy import PFECConfig
+from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.evaluation import (
     at_budget,
     budget_grid,
@@ -147,19 +148,7 @@ def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
 def _pfec(
     clicks: float, flops: float, calibration: dict[str, Any], pfec: PFECConfig
 ) -> dict[str, Any]:
-    it_energy_j = flops * calibration["joules_per_flop"]
-    energy_j = pfec.facility_energy_j(it_energy_j)
-    return {
-        "performance": {"clicks": clicks},
-        "flops": flops,
-        "it_energy_j": it_energy_j,
-        "energy_j": energy_j,
-        "carbon_g": pfec.carbon_g(it_energy_j, None, 0.0),
-        "pue": pfec.pue,
-        "carbon_intensity_g_per_kwh": pfec.carbon_intensity_g_per_kwh,
-        "sources": dict(calibration.get("sources", {calibration["device"]: calibration["source"]})),
-        "basis": "estimate: FLOPs x measured joules per FLOP (pfec_calibration.json) x PUE",
-    }
+    return estimated_pfec({"clicks": clicks}, flops, calibration, pfec)
 
 
 def run_evaluation(

@@ -136,6 +136,34 @@ def pfec_record(
     )
 
 
+ESTIMATE_BASIS = "estimate: FLOPs x measured joules per FLOP (pfec_calibration.json) x PUE"
+
+
+def estimated_pfec(
+    performance: Mapping[str, float],
+    flops: float,
+    calibration: Mapping[str, Any],
+    config: PFECConfig,
+) -> dict[str, Any]:
+    """A PFEC record (as stored in the JSON outputs) *estimated* from a FLOPs count.
+
+    ``calibration`` is ``pfec_calibration.json``: IT energy = FLOPs × its joules per FLOP,
+    and the record carries the calibration's source(s) and says it is an estimate.
+    """
+    it_energy_j = flops * float(calibration["joules_per_flop"])
+    return {
+        "performance": dict(performance),
+        "flops": flops,
+        "it_energy_j": it_energy_j,
+        "energy_j": config.facility_energy_j(it_energy_j),
+        "carbon_g": config.carbon_g(it_energy_j, None, 0.0),
+        "pue": config.pue,
+        "carbon_intensity_g_per_kwh": config.carbon_intensity_g_per_kwh,
+        "sources": dict(calibration.get("sources", {calibration["device"]: calibration["source"]})),
+        "basis": ESTIMATE_BASIS,
+    }
+
+
 def collect_pfec_records(outputs: Mapping[str, Mapping[str, Any]]) -> list[PFECRecord]:
     """Records from a run's parsed JSON outputs, keyed by file name (``"loadtest.json"``).
 
