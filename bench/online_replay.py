@@ -30,7 +30,7 @@ import numpy as np
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.nearline import NearlineDriver
 from greenflow.platform.allocation.online import OnlineAllocator
-from greenflow.platform.allocation.primal_dual import DualPriceController, SpendGuard
+from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.platform.serving import load_serving_assets
 from greenflow.platform.traffic import TrafficProfile, request_order
@@ -67,16 +67,8 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
         q, budget, window_s, fixed_chain=fixed, initial_price=fit_price, clock=clock,
         reserve_sigmas=None if name in ("paper-guard", "predictive") else reserve_sigmas,
         guard_tolerance=0.05 if name == "paper-guard" else 0.0,
+        predictive=name != "paper-guard",  # the paper's guard: reactive, past C (1 + ε)
     )  # fmt: skip
-    if name == "paper-guard":  # the paper's guard: reactive, past C (1 + ε)
-        original = online._current_guard
-
-        def reactive() -> SpendGuard:
-            guard = original()
-            guard.predictive = False
-            return guard
-
-        online._current_guard = reactive  # type: ignore[method-assign]
     clicks = flops = 0.0
     next_poll = EPOCH
     for t, i in zip(arrivals, rows, strict=True):

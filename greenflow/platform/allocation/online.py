@@ -51,6 +51,7 @@ class OnlineAllocator:
     (1 / number of allocator replicas). ``guard_tolerance`` ε lets a window reach
     C (1 + ε) before the guard acts. ``reserve_sigmas``: the guard keeps room for the
     expected remaining arrivals plus this many standard deviations (None: no reserve).
+    ``predictive=False`` uses the paper's reactive guard instead (for comparisons).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class OnlineAllocator:
         guard_tolerance: float = 0.0,
         initial_price: float = 0.0,
         reserve_sigmas: float | None = 3.0,
+        predictive: bool = True,
         clock: Clock = time.time,
     ) -> None:
         if not window_s > 0:
@@ -80,6 +82,7 @@ class OnlineAllocator:
         self.guard_tolerance = guard_tolerance
         self.dual_price = float(initial_price)
         self.reserve_sigmas = reserve_sigmas
+        self.predictive = predictive
         self.clock = clock
         self._window_start = -math.inf
         self._guard: SpendGuard | None = None
@@ -100,7 +103,7 @@ class OnlineAllocator:
             elif self._guard is not None:  # a gap of empty windows: no recent traffic
                 self._last_rate_rps = 0.0
             budget = self.budget.window_flops(start, self.window_s) * self.share
-            self._guard = SpendGuard(budget, self.guard_tolerance, predictive=True)
+            self._guard = SpendGuard(budget, self.guard_tolerance, predictive=self.predictive)
             self._window_start = start
         return self._guard
 
