@@ -288,6 +288,21 @@ def _app_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
+def _tune_options(parser: argparse.ArgumentParser) -> None:
+    """Options every `greenflow tune` search shares."""
+    parser.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    parser.add_argument(
+        "--cpus-per-trial", type=float, default=0.5, help="CPUs per trial (default 0.5)"
+    )
+    parser.add_argument(
+        "--searcher",
+        choices=["optuna", "random"],
+        default="optuna",
+        help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="searcher seed")
+
+
 def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (8000)")
     parser.add_argument("--budget-flops-per-s", type=float, default=None, help="FLOPs/s budget")
@@ -580,30 +595,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reward", help="search reward-model hyperparameters (ASHA + Optuna); best -> tune/"
     )
     _common(tune_reward)
-    tune_reward.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    _tune_options(tune_reward)
     tune_reward.add_argument(
         "--variant",
         choices=["full", "no-recursion", "no-basis", "plain"],
         default="full",
         help="variant whose sizes are tuned (default full)",
     )
-    tune_reward.add_argument(
-        "--cpus-per-trial", type=float, default=0.5, help="CPUs per trial (default 0.5)"
-    )
-    tune_reward.add_argument(
-        "--searcher",
-        choices=["optuna", "random"],
-        default="optuna",
-        help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
-    )
-    tune_reward.add_argument("--seed", type=int, default=0, help="searcher seed")
     tune_reward.set_defaults(func=cmd_tune_reward)
     tune_step = tune_sub.add_parser(
         "step-size",
         help="search Algorithm 1's step size, window and smoothing on a spiky replay; best -> tune/",
     )
     _common(tune_step)
-    tune_step.add_argument("--num-samples", type=int, default=8, help="trials (default 8)")
+    _tune_options(tune_step)
     tune_step.add_argument(
         "--budget-fraction",
         type=float,
@@ -611,16 +616,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="FLOPs/s budget as a fraction of the full chain for everyone at the base rate "
         "(default 0.5)",
     )
-    tune_step.add_argument(
-        "--cpus-per-trial", type=float, default=0.5, help="CPUs per trial (default 0.5)"
-    )
-    tune_step.add_argument(
-        "--searcher",
-        choices=["optuna", "random"],
-        default="optuna",
-        help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
-    )
-    tune_step.add_argument("--seed", type=int, default=0, help="searcher seed")
     tune_step.set_defaults(func=cmd_tune_step_size)
 
     evaluate = sub.add_parser(
