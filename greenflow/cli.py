@@ -359,6 +359,7 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
                              spike_factor=args.spike_factor, seed=args.seed)  # fmt: skip
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if args.url:
+        from greenflow.platform.data.store import read_horizon
         from greenflow.simulators.loadtest import (
             LoadtestConfig,
             format_loadtest_table,
@@ -369,7 +370,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
         lt = LoadtestConfig(url=args.url, profile=profile, max_requests=args.max_requests)
         doc = run_loadtest(lt, load_replay_requests(config.run_dir), _log).doc()
-        paths = write_loadtest(config.run_dir, {doc["policy"]: doc})
+        horizon = read_horizon(config.data_dir)
+        paths = write_loadtest(config.run_dir, {doc["policy"]: doc}, horizon)
         _log(format_loadtest_table({doc["policy"]: doc}))
         _log(f"-> {paths[0]}, {paths[1]}")
         return

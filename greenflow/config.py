@@ -40,7 +40,7 @@ DATASETS: tuple[str, ...] = ("movielens-100k", "ali-ccp", "synthetic")
 # gets 20% (about 1,100 evaluation requests) and 30% for reward samples.
 _REQUEST_DEFAULTS: dict[str, RequestConfig] = {
     "movielens-100k": RequestConfig(
-        requests_per_user=6, fractions=SplitFractions(0.4, 0.1, 0.3, 0.2)
+        requests_per_user=6, fractions=SplitFractions(0.4, 0.1, 0.3, 0.2), horizon="next:5"
     ),
     "ali-ccp": RequestConfig(requests_per_user=4),
     "synthetic": RequestConfig(requests_per_user=6),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.traffic import TrafficProfile
@@ -88,7 +89,7 @@ def run_online_comparison(
         doc = run.doc(policy=policy)
         doc["pfec"] = online_pfec(doc, run_dir, pfec)
         docs[policy] = doc
-    json_path, png_path = write_loadtest(run_dir, docs)
+    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(Path(run_dir) / "data"))
     log("\n" + format_loadtest_table(docs))
     log(f"-> {json_path}, {png_path}")
     return docs

@@ -37,7 +37,7 @@ from ray.data.expressions import col
 from greenflow.config import Config, config_to_dict
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.chains import chain_costs, generate_chains
-from greenflow.platform.data.store import load_dataset
+from greenflow.platform.data.store import load_dataset, read_horizon
 from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
@@ -214,6 +214,7 @@ def run_simulation(
         "actors": sim.actors,
         "batch_size": sim.batch_size,
         "chain_fraction": sim.sampling.fraction,
+        "horizon": read_horizon(config.data_dir),
         "config": config_to_dict(config),
     }
     (config.run_dir / SIMULATION_FILE).write_text(json.dumps(doc, indent=2))

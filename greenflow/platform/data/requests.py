@@ -1,9 +1,19 @@
 """Request log and user splits (DESIGN.md §3).
 
 Each user gets several requests over time. A request at time t sees the user's clicks
-strictly before t as its history, and the user's clicks at or after t are its ground
-truth. Users (not requests) are split into cascade-training, validation, reward-sample
-and evaluation groups so no user's future leaks across splits.
+strictly before t as its history, and the user's clicks at or after t, cut by the
+ground-truth **horizon**, are its positives:
+
+  ``all``             every click at or after t;
+  ``next:N``          the next N clicks, plus every other click at the N-th click's
+                      timestamp (ML-100k logs many clicks in the same second, and their
+                      order within that second is arbitrary);
+  ``window:SECONDS``  the clicks in [t, t + SECONDS).
+
+Which requests exist does not depend on the horizon (a request needs ``min_positives``
+clicks at or after t), so horizons compare on the same requests. Users (not requests)
+are split into cascade-training, validation, reward-sample and evaluation groups so no
+user's future leaks across splits.
 """
 
 from __future__ import annotations
@@ -36,6 +46,57 @@ class SplitFractions:
         return (self.cascade_train, self.validation, self.reward, self.eval)
 
 
+HORIZON_KINDS: tuple[str, ...] = ("all", "next", "window")
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """Which future clicks of a request count as its ground truth (module docstring)."""
+
+    kind: str = "all"
+    value: float = 0.0  # N for ``next``, seconds for ``window``
+
+    def __post_init__(self) -> None:
+        if self.kind not in HORIZON_KINDS:
+            raise ValueError(f"horizon kind {self.kind!r}: expected one of {HORIZON_KINDS}")
+        if self.kind == "next" and (self.value < 1 or self.value != int(self.value)):
+            raise ValueError(f"horizon next:N needs an integer N >= 1, got {self.value:g}")
+        if self.kind == "window" and not self.value > 0:
+            raise ValueError(f"horizon window:SECONDS needs SECONDS > 0, got {self.value:g}")
+
+    @classmethod
+    def parse(cls, text: str) -> Horizon:
+        """``all``, ``next:N`` or ``window:SECONDS``; ValueError naming the problem."""
+        kind, _, value = str(text).strip().partition(":")
+        if kind == "all":
+            if value:
+                raise ValueError(f"horizon {text!r}: 'all' takes no value")
+            return cls()
+        if kind not in HORIZON_KINDS or not value:
+            raise ValueError(f"horizon {text!r}: expected 'all', 'next:N' or 'window:SECONDS'")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"horizon {text!r}: {value!r} is not a number") from None
+        return cls(kind, number)
+
+    def __str__(self) -> str:
+        if self.kind == "all":
+            return "all"
+        return f"{self.kind}:{int(self.value) if self.kind == 'next' else f'{self.value:g}'}"
+
+    def cut(self, items: np.ndarray, ts: np.ndarray, start_ts: int) -> np.ndarray:
+        """The positives among the clicks ``items`` at times ``ts`` (sorted, all >= start)."""
+        if self.kind == "next":
+            n = int(self.value)
+            if len(items) <= n:
+                return items
+            return items[ts <= ts[n - 1]]  # ties at the N-th click's second all count
+        if self.kind == "window":
+            return items[ts < start_ts + self.value]
+        return items
+
+
 @dataclass(frozen=True)
 class RequestConfig:
     """How requests are cut from each user's timeline."""
@@ -48,8 +109,10 @@ class RequestConfig:
     max_history: int = 50  # most recent clicks kept in a request's history
     fractions: SplitFractions = field(default_factory=SplitFractions)
     seed: int = 0
+    horizon: str = "all"  # ground truth: all | next:N | window:SECONDS (Horizon)
 
     def __post_init__(self) -> None:
+        Horizon.parse(self.horizon)  # fail at load time, naming the bad value
         if self.requests_per_user < 1:
             raise ValueError("requests_per_user must be >= 1")
         if self.min_history < 0 or self.max_history < 1 or self.min_positives < 0:
@@ -88,12 +151,13 @@ def user_requests(
         .astype(int)
     )
     out = []
-    clicked = items[labels == 1]
+    horizon = Horizon.parse(config.horizon)
+    clicked, clicked_ts = items[labels == 1], ts[labels == 1]
     click_pos = np.flatnonzero(labels == 1)
     for start in eligible[picks]:
         n_hist = int(np.searchsorted(click_pos, start))  # clicks before this event index
         history = clicked[max(0, n_hist - config.max_history) : n_hist]
-        positives = clicked[n_hist:]
+        positives = horizon.cut(clicked[n_hist:], clicked_ts[n_hist:], int(ts[start]))
         out.append((int(ts[start]), history.tolist(), positives.tolist(), int(start)))
     return out
 

@@ -93,7 +93,9 @@ def write_tables(
             "max_history": request_config.max_history,
             "fractions": dict(zip(SPLITS, request_config.fractions.as_tuple(), strict=True)),
             "seed": request_config.seed,
+            "horizon": request_config.horizon,
         },
+        "horizon": request_config.horizon,
         **(extra_meta or {}),
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -107,6 +109,11 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: no prepared dataset here; run `greenflow data prepare` first")
     return json.loads(path.read_text())
+
+
+def read_horizon(data_dir: Path) -> str:
+    """The ground-truth horizon of a prepared dataset ("all" for data prepared before it existed)."""
+    return str(read_meta(data_dir).get("horizon", "all"))
 
 
 def load_dataset(data_dir: Path) -> CanonicalDataset:

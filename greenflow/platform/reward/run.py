@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from greenflow.platform.data.store import read_horizon
 from greenflow.platform.models.features import FeatureSet
 from greenflow.platform.models.pool import probe_context
 from greenflow.platform.reward.data import (
@@ -288,6 +289,7 @@ def train_reward_variants(
         entries[name] = _rounded(entries[name])
     doc = read_reward_doc(run_dir)
     doc.setdefault("variants", {}).update(entries)
+    doc["horizon"] = read_horizon(run_dir / "data")  # what the rewards count
     # The allocator runs the "full" model: its overhead is the headline figure. FLOPs
     # depend on the architecture only, so the saved full config is enough.
     full = doc["variants"].get("full")

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from greenflow.platform.data.requests import (
+    Horizon,
     RequestConfig,
     SplitFractions,
     assign_splits,
@@ -161,3 +162,64 @@ def test_empty_log_has_the_request_columns() -> None:
 def test_request_config_rejects_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         RequestConfig(**bad)
+
+
+# Horizons on user 1's timeline: clicks (ts, item) (10,1) (20,3) (30,4) (30,5) (50,7).
+@pytest.mark.parametrize(
+    ("horizon", "positives"),
+    [
+        ("all", [[3, 4, 5, 7], [4, 5, 7], [7], [7]]),
+        ("next:1", [[3], [4, 5], [7], [7]]),  # items 4 and 5 share ts 30: both count
+        ("next:2", [[3, 4, 5], [4, 5], [7], [7]]),  # the 2nd click (4) ties with 5
+        ("next:3", [[3, 4, 5], [4, 5, 7], [7], [7]]),
+        ("window:10", [[3], [4, 5], [], [7]]),  # [t, t + 10): ts 40 sees nothing until 50
+        ("window:20.5", [[3, 4, 5], [4, 5, 7], [7], [7]]),
+    ],
+)
+def test_horizon_cuts_the_positives(horizon: str, positives: list[list[int]]) -> None:
+    log = requests_of(RequestConfig(requests_per_user=10, horizon=horizon))
+    assert log["ts"].tolist() == [20, 30, 40, 50]  # the same requests whatever the horizon
+    assert log["positives"].tolist() == positives
+    assert log["history"].tolist() == [[1], [1, 3], [1, 3, 4, 5], [1, 3, 4, 5]]
+
+
+def test_next_n_keeps_every_click_of_the_nth_clicks_second_on_a_random_log() -> None:
+    rng = np.random.default_rng(1)
+    n = 2000
+    frame = pd.DataFrame({"user_id": rng.integers(1, 20, n), "item_id": rng.integers(1, 300, n),
+                          "ts": rng.integers(0, 60, n), "label": rng.integers(0, 2, n)})  # fmt: skip
+    full = build_requests(frame, np.arange(1, 20), RequestConfig(requests_per_user=4))
+    cut = build_requests(frame, np.arange(1, 20), RequestConfig(requests_per_user=4,
+                                                                horizon="next:3"))  # fmt: skip
+    clicks = frame[frame["label"] == 1].sort_values(["ts", "item_id"])
+    assert full["request_id"].tolist() == cut["request_id"].tolist()
+    ties = 0
+    for req in cut.itertuples():
+        mine = clicks[(clicks["user_id"] == req.user_id) & (clicks["ts"] >= req.ts)]
+        if len(mine) <= 3:
+            assert list(req.positives) == mine["item_id"].tolist()
+            continue
+        third_ts = mine["ts"].iloc[2]
+        assert list(req.positives) == mine[mine["ts"] <= third_ts]["item_id"].tolist()
+        ties += len(req.positives) > 3
+    assert ties > 0  # the random log does exercise same-second ties
+
+
+@pytest.mark.parametrize(
+    ("text", "horizon"),
+    [
+        ("all", Horizon()),
+        ("next:5", Horizon("next", 5)),
+        ("window:86400", Horizon("window", 86400)),
+    ],
+)
+def test_horizon_parse_round_trip(text: str, horizon: Horizon) -> None:
+    assert Horizon.parse(text) == horizon
+    assert str(horizon) == text
+
+
+@pytest.mark.parametrize("bad", ["", "next", "next:0", "next:2.5", "window:0", "window:-3",
+                                 "next:x", "last:5", "all:3"])  # fmt: skip
+def test_bad_horizons_are_refused_with_the_value_named(bad: str) -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        RequestConfig(horizon=bad)
