@@ -83,7 +83,13 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 def cmd_train_cascade(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from greenflow.platform.data.store import load_dataset, load_user_splits, read_meta
+    from greenflow.platform.data.store import (
+        load_dataset,
+        load_requests,
+        load_user_splits,
+        read_horizon,
+        read_meta,
+    )
     from greenflow.platform.models.features import FeatureSet
     from greenflow.platform.models.pool import format_pool_table, save_pool, train_pool
 
@@ -96,13 +102,16 @@ def cmd_train_cascade(args: argparse.Namespace) -> None:
     splits = load_user_splits(config.data_dir)
     features = FeatureSet.from_meta(meta, config.pool.max_history)
     t0 = time.perf_counter()
-    pool = train_pool(dataset, features, splits, config.pool, _log)
+    val_requests = load_requests(config.data_dir, "validation")
+    pool = train_pool(dataset, features, splits, config.pool, config.chains, val_requests, _log)
     doc = save_pool(pool, config.run_dir)
+    doc["horizon"] = read_horizon(config.data_dir)
     doc["train_wall_s"] = round(time.perf_counter() - t0, 1)
     doc["config"] = config_to_dict(config)
     (config.run_dir / "model_pool.json").write_text(json.dumps(doc, indent=2))
-    _log(f"\nmodel pool ({config.dataset}, validation AUC, measured FLOPs) "
-         f"-> {config.run_dir / 'model_pool.json'}")  # fmt: skip
+    _log(f"\nmodel pool ({config.dataset}, validation AUC; hits and NDCG of each model ranking "
+         f"the whole corpus for {doc['head_requests']} validation requests, horizon "
+         f"{doc['horizon']}; measured FLOPs) -> {config.run_dir / 'model_pool.json'}")  # fmt: skip
     _log(format_pool_table(doc))
 
 

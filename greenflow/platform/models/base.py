@@ -15,8 +15,14 @@ import torch
 from torch import nn
 
 from greenflow.platform.models.features import Context, FeatureSet
+from greenflow.platform.models.item_graph import GRAPH_FEATURES, ItemGraphFeatures
 
 State = dict[str, torch.Tensor]
+
+# The wide part's initial weight on log(1 + Σ cos) (feature 0): over the usual range of
+# that feature (0 to ~2.5) it spans ~10 logits, so an untrained model already ranks like
+# item-kNN and the deep part learns corrections to it rather than rediscovering it.
+WIDE_GRAPH_INIT = 4.0
 
 
 class CascadeModel(nn.Module, ABC):
@@ -28,6 +34,12 @@ class CascadeModel(nn.Module, ABC):
     def __init__(self, features: FeatureSet) -> None:
         super().__init__()
         self.features = features
+
+    @property
+    def graph(self) -> ItemGraphFeatures | None:
+        """The item-to-item features this model reads (``item_graph.py``), or None."""
+        head = getattr(self, "graph_head", None)
+        return head.graph if head is not None else None
 
     @abstractmethod
     def encode_user(self, ctx: Context) -> State:
@@ -88,3 +100,21 @@ def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over positions where mask is true: (B, L, d), (B, L) -> (B, d); 0 when empty."""
     weights = mask.to(seq.dtype).unsqueeze(-1)
     return (seq * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class GraphHead(nn.Module):
+    """Item-to-item features of a rank model: a deep input and a wide logit (Wide & Deep,
+    Cheng et al. 2016). ``hidden`` is the width of the layer the deep part adds into."""
+
+    def __init__(self, features: FeatureSet, top_m: int, hidden: int) -> None:
+        super().__init__()
+        self.graph = ItemGraphFeatures(features.num_items, top_m)
+        self.deep = nn.Linear(GRAPH_FEATURES, hidden, bias=False)
+        self.wide = nn.Linear(GRAPH_FEATURES, 1)
+        with torch.no_grad():
+            self.wide.weight.zero_()
+            self.wide.weight[0, 0] = WIDE_GRAPH_INIT
+            self.wide.bias.zero_()
+
+    def features(self, state: State, items: torch.Tensor) -> torch.Tensor:
+        return self.graph.features(state, items)  # (B, n, GRAPH_FEATURES)

@@ -4,8 +4,10 @@ Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018
 
 For each candidate c, an activation unit weighs every history item h_l by
 a(h_l, c) = MLP([h_l, c, h_l - c, h_l * c]) (no softmax, as in the paper) and the
-candidate-specific interest is Σ_l a_l h_l. The interest, the candidate and the user
-features feed a ReLU tower. The activation unit's first layer is linear, so
+candidate-specific interest is Σ_l a_l h_l. The interest, the candidate, the user
+features and the candidate's item-to-item features (``item_graph.py``: its co-occurrence
+with the history, as industrial rankers add beside the embeddings) feed a ReLU tower; the
+item-to-item features also add a wide logit (``GraphHead``). The activation unit's first layer is linear, so
 W·[h, c, h-c, h*c] = (W1+W3)h + (W2-W3)c + W4(h*c): the h part is computed once per
 request, only the c and h*c parts per candidate.
 """
@@ -20,6 +22,7 @@ from torch import nn
 from greenflow.platform.models.base import (
     CascadeModel,
     FieldEmbedding,
+    GraphHead,
     ItemEmbedding,
     State,
     masked_mean,
@@ -33,6 +36,7 @@ class DINConfig:
     embed_dim: int = 16
     attention_hidden: int = 36
     hidden: tuple[int, ...] = (80, 40)
+    graph_top_m: int = 200  # neighbours per item of the item-to-item graph; 0: no graph
 
 
 class DIN(CascadeModel):
@@ -54,18 +58,24 @@ class DIN(CascadeModel):
         self.user_proj = nn.Linear(self.user_fields.out_dim + d, h1)  # user feats + mean history
         self.item_proj = nn.Linear(2 * d, h1, bias=False)  # interest + candidate
         self.tower = mlp([*config.hidden, 1])
+        self.graph_head = (
+            GraphHead(features, config.graph_top_m, h1) if config.graph_top_m else None
+        )
 
     def encode_user(self, ctx: Context) -> State:
         hist_ids = ctx["history"]
         mask = hist_ids > 0  # (B, L)
         hist = self.item_emb(hist_ids)  # (B, L, d)
         user_in = torch.cat([self.user_fields(ctx["user_feats"]), masked_mean(hist, mask)], -1)
-        return {
+        state = {
             "hist": hist,
             "hist_att": self.att_hist(hist),  # (B, L, a)
             "mask": mask.to(hist.dtype),
             "u": self.user_proj(user_in),  # (B, h1)
         }
+        if self.graph is not None:
+            state.update(self.graph.profile(hist_ids))  # (B, G, N+1), (B, G, 1)
+        return state
 
     def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
         hist, mask = state["hist"], state["mask"]
@@ -76,5 +86,9 @@ class DIN(CascadeModel):
         )
         weights = self.att_out(torch.relu(pre)).squeeze(-1) * mask.unsqueeze(1)  # (B, n, L)
         interest = torch.bmm(weights, hist)  # (B, n, d)
-        h = torch.relu(self.item_proj(torch.cat([interest, cand], -1)) + state["u"].unsqueeze(1))
-        return self.tower(h).squeeze(-1)  # (B, n)
+        pre_tower = self.item_proj(torch.cat([interest, cand], -1)) + state["u"].unsqueeze(1)
+        if self.graph_head is None:
+            return self.tower(torch.relu(pre_tower)).squeeze(-1)  # (B, n)
+        graph = self.graph_head.features(state, items)  # (B, n, GRAPH_FEATURES)
+        deep = self.tower(torch.relu(pre_tower + self.graph_head.deep(graph)))
+        return (deep + self.graph_head.wide(graph)).squeeze(-1)  # (B, n)

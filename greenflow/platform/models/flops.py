@@ -4,8 +4,8 @@ Convention (``FLOPS_CONVENTION``): 2 FLOPs per multiply-add for matrix products,
 ``torch.utils.flop_counter``'s formulas (mm, addmm, bmm, baddbmm, convolutions, attention);
 plus what that counter misses, counted here explicitly per output element: bias adds of
 addmm/baddbmm, elementwise arithmetic and activations (1 FLOP each; sigmoid, tanh, exp
-count as 1), softmax (3 per element: exp, sum, divide) and reductions (1 per input
-element). Embedding lookups, indexing, concatenation and masking by selection move data
+count as 1), softmax (3 per element: exp, sum, divide), reductions (1 per input
+element) and scatter-adds (1 per source element). Embedding lookups, indexing, concatenation and masking by selection move data
 and count 0 FLOPs.
 
 Per-request and per-item costs of a model are measured by running its two halves
@@ -29,8 +29,8 @@ from greenflow.platform.models.features import Context
 FLOPS_CONVENTION = (
     "2 FLOPs per multiply-add (torch.utils.flop_counter formulas for matrix products) "
     "+ 1 FLOP per output element of bias adds, elementwise ops and activations, "
-    "3 per softmax element, 1 per reduced input element; embedding lookups and "
-    "indexing count 0"
+    "3 per softmax element, 1 per reduced input element, 1 per scatter-added element; "
+    "embedding lookups and indexing count 0"
 )
 
 aten = torch.ops.aten
@@ -43,6 +43,7 @@ _ELEMENTWISE = {
 }  # fmt: skip
 _SOFTMAX = {aten._softmax, aten._log_softmax, aten.softmax, aten.log_softmax}
 _REDUCTIONS = {aten.sum, aten.mean, aten.amax, aten.amin, aten.prod}
+_SCATTER_ADDS = {aten.scatter_add, aten.index_add}  # 1 add per source element
 _BIASED = {aten.addmm, aten.baddbmm}
 
 
@@ -81,6 +82,8 @@ class _CountingMode(TorchDispatchMode):
             self.count.elementwise += 3 * _numel(out)
         elif packet in _REDUCTIONS:
             self.count.elementwise += _numel(args[0])
+        elif packet in _SCATTER_ADDS:
+            self.count.elementwise += _numel(args[3] if len(args) > 3 else kwargs.get("source"))
         return out
 
 

@@ -1,7 +1,16 @@
-"""The cascade model pool: building, training, FLOPs measurement, saving and loading.
+"""The cascade model pool: building, stage-aware training, FLOPs, head quality, saving, loading.
+
+Training goes stage by stage in cascade order (the chain space's stages). Recall learns on
+corpus negatives; every later stage learns on negatives drawn from what the trained
+stages before it pass on for the same event, mixed with corpus negatives
+(``negatives.py``), and early-stops on validation pairs drawn the same way. Rank models
+read item-to-item features of the cascade-training split, cross-fitted while training
+(``item_stats.py``, ``training.CrossFit``).
 
 ``model_pool.json`` (DESIGN.md §5) lists each model with its stage, measured FLOPs per
-scored item and per request, parameter count, validation AUC, weights file and sha256.
+scored item and per request, parameter count, validation AUC (corpus negatives, the
+paper's Table 1), head quality over the whole corpus (``val_hits_at_10``,
+``val_ndcg_at_10``), weights file and sha256, and the two non-learned ``baselines``.
 Weights are plain state dicts loaded with ``torch.load(weights_only=True)``; each model's
 resolved config is saved beside them so a pool can be rebuilt without the training code.
 """
@@ -17,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
+from greenflow.platform.chains import ChainSpace
 from greenflow.platform.data.schema import CanonicalDataset
 from greenflow.platform.models.base import CascadeModel
 from greenflow.platform.models.dien import DIEN, DIENConfig
@@ -32,10 +43,30 @@ from greenflow.platform.models.features import (
     user_feature_table,
 )
 from greenflow.platform.models.flops import FLOPS_CONVENTION, ModelFlops, measure_model_flops
+from greenflow.platform.models.head_quality import HeadQuality, head_quality, model_scorer
+from greenflow.platform.models.item_stats import (
+    click_sequences,
+    cosine_neighbours,
+    crossfit_folds,
+    crossfit_graphs,
+    item_graphs,
+    popularity,
+)
+from greenflow.platform.models.negatives import (
+    CandidateNegatives,
+    NegativeSampler,
+    UniformNegatives,
+    exclusions,
+    stage_candidates,
+)
+from greenflow.platform.models.reference_rankers import ItemKNNRanker, PopularityRanker
 from greenflow.platform.models.training import (
     CascadeTrainConfig,
+    CrossFit,
     TrainResult,
+    auc,
     build_samples,
+    predict,
     train_model,
 )
 from greenflow.platform.models.youtube_dnn import YoutubeDNN, YoutubeDNNConfig
@@ -65,6 +96,12 @@ class PoolConfig:
     models: tuple[str, ...] = ("dssm", "youtube_dnn", "din", "dien")
     max_history: int = 50
     train: CascadeTrainConfig = field(default_factory=CascadeTrainConfig)
+    graph_folds: int = 5  # cross-fitting folds of cascade-training users for the item graphs
+    graph_window: int = 10  # clicks apart that still count as sequential co-occurrence
+    # Neighbours per item of the item-kNN baseline's graph (capped at the corpus size): far
+    # more than a rank model keeps, so the baseline is never weakened by the truncation.
+    baseline_top_m: int = 1000
+    head_k: int = 10  # hits@k / NDCG@k
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -81,6 +118,7 @@ class PoolEntry:
     weights: str = ""
     sha256: str = ""
     train: dict[str, Any] = field(default_factory=dict)
+    head: HeadQuality | None = None  # hits@k / NDCG@k over the corpus, validation requests
 
     @property
     def params(self) -> int:
@@ -92,6 +130,8 @@ class ModelPool:
     dataset: str
     features: FeatureSet
     entries: dict[str, PoolEntry]
+    # Non-learned rankers' head quality on the same requests: "popularity", "item_knn".
+    baselines: dict[str, HeadQuality] = field(default_factory=dict)
 
     @property
     def models(self) -> dict[str, CascadeModel]:
@@ -139,14 +179,46 @@ def untrained_pool(
     return ModelPool(dataset, features, entries)
 
 
+@dataclass(frozen=True)
+class HeadRequests:
+    """Requests on which head quality is measured (validation split), ready for scoring."""
+
+    user_feats: np.ndarray  # (R, F_u)
+    history: np.ndarray  # (R, L) left-padded
+    histories: list[list[int]]  # excluded from each ranking
+    positives: list[list[int]]  # ground truth, cut by the run's horizon
+
+    @classmethod
+    def from_frame(cls, requests: pd.DataFrame, user_table: np.ndarray, max_history: int
+                   ) -> HeadRequests:  # fmt: skip
+        histories = [list(h) for h in requests["history"]]
+        return cls(user_table[requests["user_id"].to_numpy()],
+                   pad_histories(histories, max_history), histories,
+                   [list(p) for p in requests["positives"]])  # fmt: skip
+
+    def quality(self, scorer: Callable[[np.ndarray, np.ndarray], np.ndarray], k: int
+                ) -> HeadQuality:  # fmt: skip
+        return head_quality(scorer, self.user_feats, self.history, self.histories,
+                            self.positives, k)  # fmt: skip
+
+
+def _stage_order(names: tuple[str, ...], space: ChainSpace) -> list[tuple[str, int]]:
+    """(model, stage index) in cascade order; a model outside the space trains as recall."""
+    stage_of = {m: s for s, st in enumerate(space.stages) for m in st.models}
+    return sorted(((n, stage_of.get(n, 0)) for n in names), key=lambda p: p[1])
+
+
 def train_pool(
     dataset: CanonicalDataset,
     features: FeatureSet,
     splits: dict[int, str],
     config: PoolConfig,
+    space: ChainSpace,
+    val_requests: pd.DataFrame,
     log: Callable[[str], None] = print,
 ) -> ModelPool:
-    """Train every model on cascade-training users, early-stopped on validation users."""
+    """Train every model stage by stage (module docstring) on cascade-training users,
+    early-stopped on validation users; head quality on ``val_requests``."""
     users = user_feature_table(dataset.users, features)
     items = item_feature_table(dataset.items, features)
     by_split = {
@@ -154,30 +226,96 @@ def train_pool(
         for s in ("cascade_train", "validation")
     }
     tc = config.train
-    train = build_samples(dataset.interactions, users, by_split["cascade_train"], features,
-                          tc.negatives, tc.seed, tc.max_events)  # fmt: skip
-    val = build_samples(dataset.interactions, users, by_split["validation"], features,
-                        tc.negatives, tc.seed + 10_000, tc.max_events)  # fmt: skip
-    log(f"training {len(config.models)} models on {len(train)} events; validating on {len(val)}")
+    inter = dataset.interactions
+    train = build_samples(inter, users, by_split["cascade_train"], features, tc.negatives,
+                          tc.seed, tc.max_events)  # fmt: skip
+    val = build_samples(inter, users, by_split["validation"], features, tc.negatives,
+                        tc.seed + 10_000, tc.max_events)  # fmt: skip
+    # Item statistics from cascade-training clicks only; events never read their own fold.
+    sequences = click_sequences(inter, by_split["cascade_train"])
+    n = features.num_items
+    fold_of = crossfit_folds(by_split["cascade_train"], config.graph_folds, tc.seed)
+    graphs: dict[int, CrossFit] = {}  # by top_m
+
+    def crossfit(top_m: int) -> CrossFit:
+        if top_m not in graphs:
+            w = config.graph_window
+            graphs[top_m] = CrossFit(np.array([fold_of[int(u)] for u in train.users]),
+                                     crossfit_graphs(sequences, fold_of, n, top_m, w),
+                                     item_graphs(sequences, n, top_m, w))  # fmt: skip
+        return graphs[top_m]
+
+    heads = HeadRequests.from_frame(val_requests, users, features.max_history)
+    baselines = {
+        "popularity": heads.quality(PopularityRanker(popularity(sequences, n)), config.head_k),
+        "item_knn": heads.quality(
+            ItemKNNRanker(cosine_neighbours(sequences, n, min(config.baseline_top_m, n))),
+            config.head_k),
+    }  # fmt: skip
+    log(f"training {len(config.models)} models stage by stage on {len(train)} events; "
+        f"validating on {len(val)}; head quality on {len(val_requests)} validation requests")  # fmt: skip
+    for name, q in baselines.items():
+        log(f"  baseline {name:<10} hits@{q.k} {q.hits:.3f}  NDCG@{q.k} {q.ndcg:.4f}")
+
+    val_clicked = click_sequences(inter, by_split["validation"])
     probe = probe_context(features)
-    entries = {}
-    for name in config.models:
+    entries: dict[str, PoolEntry] = {}
+    # what every earlier stage passes on, per event, by stage: (train pools, val pools)
+    candidates: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for name, stage in _stage_order(config.models, space):
+        sampler: NegativeSampler = UniformNegatives(n)
+        val_stage = val
+        if stage > 0:
+            if stage not in candidates:
+                prefix = []
+                for t in range(stage):
+                    first = space.stages[t].models[0]
+                    if first not in entries:
+                        raise ValueError(f"{name} learns on {first}'s candidates: add {first} "
+                                         "to the pool's models")  # fmt: skip
+                    prefix.append((entries[first].model, max(space.stages[t].item_scales)))
+                candidates[stage] = (
+                    stage_candidates(prefix, train.user_feats, train.history,
+                                     exclusions(train.users, sequences), n),
+                    stage_candidates(prefix, val.user_feats, val.history,
+                                     exclusions(val.users, val_clicked), n),
+                )  # fmt: skip
+            train_pools, val_pools = candidates[stage]
+            sampler = CandidateNegatives(tuple(train_pools), n, tc.hard_fraction)
+            val_negatives = CandidateNegatives(tuple(val_pools), n, tc.hard_fraction).sample(
+                np.random.default_rng(tc.seed + 20_000), np.arange(len(val)), tc.negatives
+            )
+            val_stage = val.with_negatives(val_negatives)  # fixed: every epoch, same pairs
         torch.manual_seed(tc.seed)
         model = build_model(name, features, items)
-        result: TrainResult = train_model(model, train, val, tc, log)
+        fit = crossfit(model.graph.ids.shape[2]) if model.graph is not None else None
+        if fit is not None and model.graph is not None:
+            model.graph.load(fit.full)
+        result: TrainResult = train_model(model, train, val_stage, tc, log, sampler, fit)
         entries[name] = PoolEntry(
             name=name,
             model=model,
             flops=measure_model_flops(model, probe),
-            val_auc=result.val_auc,
+            val_auc=auc(val.labels, predict(model, val)),
+            head=heads.quality(model_scorer(model), config.head_k),
             train={
+                "stage_index": stage,
+                "negatives": "corpus"
+                if stage == 0
+                else f"earlier stages' candidates ({tc.hard_fraction:.0%}) + corpus",
+                "val_auc_stage_pairs": round(result.val_auc, 4),
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
                 "wall_s": round(result.wall_s, 2),
                 "curve": result.curve,
             },  # fmt: skip
         )
-    return ModelPool(dataset.name, features, entries)
+        head = entries[name].head
+        assert head is not None
+        log(f"  {name:<11} val AUC {entries[name].val_auc:.4f}  hits@{head.k} {head.hits:.3f}"
+            f"  NDCG@{head.k} {head.ndcg:.4f}")  # fmt: skip
+    ordered = {name: entries[name] for name in config.models}
+    return ModelPool(dataset.name, features, ordered, baselines)
 
 
 def _sha256(path: Path) -> str:
@@ -204,6 +342,7 @@ def save_pool(pool: ModelPool, run_dir: Path) -> dict[str, Any]:
                 "flops_per_request": entry.flops.flops_per_request,
                 "params": entry.params,
                 "val_auc": round(entry.val_auc, 4),
+                **(entry.head.to_json() if entry.head is not None else {}),
                 "weights": entry.weights,
                 "sha256": entry.sha256,
                 "config": dataclasses.asdict(entry.model.config),
@@ -215,6 +354,9 @@ def save_pool(pool: ModelPool, run_dir: Path) -> dict[str, Any]:
         "flops_convention": FLOPS_CONVENTION,
         "features": pool.features.to_dict(),
         "models": rows,
+        "baselines": {name: q.to_json() for name, q in pool.baselines.items()},
+        "head_k": next((q.k for q in pool.baselines.values()), 10),
+        "head_requests": next((q.requests for q in pool.baselines.values()), 0),
     }
     (Path(run_dir) / POOL_FILE).write_text(json.dumps(doc, indent=2))
     return doc
@@ -242,18 +384,34 @@ def load_pool(run_dir: Path) -> ModelPool:
         entries[row["name"]] = PoolEntry(
             row["name"], model, ModelFlops(row["flops_per_request"], row["flops_per_item"]),
             row["val_auc"], row["weights"], row["sha256"], row.get("train", {}),
+            _head_from_json(row, doc.get("head_k", 10)),
         )  # fmt: skip
-    return ModelPool(doc["dataset"], features, entries)
+    baselines = {name: q for name, b in doc.get("baselines", {}).items()
+                 if (q := _head_from_json(b, doc.get("head_k", 10))) is not None}  # fmt: skip
+    return ModelPool(doc["dataset"], features, entries, baselines)
+
+
+def _head_from_json(row: dict[str, Any], k: int) -> HeadQuality | None:
+    if f"val_hits_at_{k}" not in row:
+        return None  # a pool saved before head quality existed
+    return HeadQuality(row[f"val_hits_at_{k}"], row[f"val_ndcg_at_{k}"], 0, k)
 
 
 def format_pool_table(doc: dict[str, Any]) -> str:
-    """The analogue of the paper's Table 1: stage, model, AUC, FLOPs, params."""
+    """The analogue of the paper's Table 1 (stage, model, AUC, FLOPs, params) with each
+    model's head quality over the corpus and the two non-learned baselines below it."""
+    k = doc.get("head_k", 10)
+    hits, ndcg = f"val_hits_at_{k}", f"val_ndcg_at_{k}"
     lines = [
-        f"{'stage':<8} {'model':<12} {'val AUC':>8} {'FLOPs/item':>12} {'FLOPs/request':>14} {'params':>9}",
+        f"{'stage':<8} {'model':<12} {'val AUC':>8} {f'hits@{k}':>8} {f'NDCG@{k}':>8}"
+        f" {'FLOPs/item':>12} {'FLOPs/request':>14} {'params':>9}",
     ]
     for m in doc["models"]:
         lines.append(
-            f"{m['stage']:<8} {m['name']:<12} {m['val_auc']:>8.4f} {m['flops_per_item']:>12,.0f}"
+            f"{m['stage']:<8} {m['name']:<12} {m['val_auc']:>8.4f} {m.get(hits, float('nan')):>8.3f}"
+            f" {m.get(ndcg, float('nan')):>8.4f} {m['flops_per_item']:>12,.0f}"
             f" {m['flops_per_request']:>14,.0f} {m['params']:>9,}"
         )
+    for name, b in doc.get("baselines", {}).items():
+        lines.append(f"{'baseline':<8} {name:<12} {'':>8} {b[hits]:>8.3f} {b[ndcg]:>8.4f}")
     return "\n".join(lines)

@@ -53,3 +53,13 @@ def test_measure_rejects_a_batch(features, context) -> None:
     model = MODEL_KINDS["din"].model_cls(features)
     with pytest.raises(ValueError, match="one request"):
         measure_model_flops(model, context)
+
+
+def test_scatter_add_counts_one_flop_per_source_element() -> None:
+    from greenflow.platform.models.flops import count_flops
+
+    index = torch.tensor([[0, 1, 1, 2]])
+    src = torch.ones(1, 4)
+    count, out = count_flops(lambda: torch.zeros(1, 3).scatter_add(1, index, src))
+    assert out.tolist() == [[1.0, 2.0, 1.0]]
+    assert count.total == 4
