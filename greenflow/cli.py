@@ -238,7 +238,12 @@ def cmd_tune_step_size(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from greenflow.simulators.evaluate import EvaluateConfig, format_summary, run_evaluation
+    from greenflow.simulators.evaluate import (
+        EvaluateConfig,
+        format_headline,
+        format_summary,
+        run_evaluation,
+    )
 
     config = _config(args)
     doc = run_evaluation(config, EvaluateConfig(budgets=args.budgets), _log)
@@ -247,9 +252,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
          f"({doc['full_chain']['id']}, {doc['full_chain']['clicks']:.0f} clicks); "
          f"saving = FLOPs saved at the full chain's clicks")  # fmt: skip
     _log(format_summary(doc))
-    _log(
-        f"-> {run / 'offline_eval.json'}, {run / 'offline_clicks.png'}, {run / 'offline_dual_price.png'}"
-    )
+    _log("")
+    _log(format_headline(doc))
+    _log(f"-> {run / 'offline_eval.json'}, {run / 'offline_clicks.png'}, "
+         f"{run / 'offline_dual_price.png'}, {run / 'chain_curve.png'}")  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

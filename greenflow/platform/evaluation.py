@@ -32,6 +32,7 @@ class Curve:
     flops: list[float] = field(default_factory=list)  # Σ_i q_{choice_i}
     dual_price: list[float] = field(default_factory=list)  # clicks per FLOP, NaN if none
     feasible: list[bool] = field(default_factory=list)
+    choices: list[np.ndarray] = field(default_factory=list)  # (N,) chain per request, per budget
 
 
 def budget_grid(q: np.ndarray, n_requests: int, points: int) -> np.ndarray:
@@ -51,6 +52,7 @@ def sweep(policy: Policy, R: np.ndarray, q: np.ndarray, budgets: np.ndarray) -> 
         curve.flops.append(float(q[result.choice].sum()))
         curve.dual_price.append(float(result.dual_price))
         curve.feasible.append(bool(result.feasible))
+        curve.choices.append(np.asarray(result.choice))
     return curve
 
 
@@ -97,3 +99,19 @@ def evaluate_policies(
 ) -> dict[str, Curve]:
     """The sweep for every policy, in the order given."""
     return {name: sweep(policy, R, q, budgets) for name, policy in policies.items()}
+
+
+def chain_curve(chain_ids: list[str], q: np.ndarray, R: np.ndarray) -> list[dict[str, object]]:
+    """The value of computation: every chain's cost (FLOPs per request) and mean clicks per
+    request when everyone gets it, cheapest first; ``pareto`` marks the chains that earn
+    more than every cheaper chain (the front an allocator can mix between)."""
+    clicks = R.mean(axis=0)
+    order = np.lexsort((-clicks, q))  # cheapest first; equal cost: more clicks first
+    best = -np.inf
+    rows = []
+    for j in order:
+        on_front = bool(clicks[j] > best)
+        best = max(best, float(clicks[j]))
+        rows.append({"chain": chain_ids[j], "flops": float(q[j]), "clicks": float(clicks[j]),
+                     "pareto": on_front})  # fmt: skip
+    return rows

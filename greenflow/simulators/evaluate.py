@@ -8,8 +8,10 @@ and the measured joules per FLOP (``pfec_calibration.json``; run
 
 Outputs: ``offline_eval.json`` (DESIGN.md §5) and two plots, ``offline_clicks.png`` (clicks
 against FLOPs budget, every policy: the paper's Figure 4) and ``offline_dual_price.png``
-(λ* against budget). Energy and carbon are *estimates*: FLOPs × the calibrated joules per
-FLOP × PUE (× carbon intensity), and are labelled so.
+(λ* against budget), and ``chain_curve.png`` (every chain's clicks against its cost, with
+the Pareto front: the value of computation). Headline ratios carry 95% bootstrap
+intervals over users (``platform/bootstrap.py``). Energy and carbon are *estimates*:
+FLOPs × the calibrated joules per FLOP × PUE (× carbon intensity), and are labelled so.
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ from greenflow.platform.allocation.baselines import (
     GreenFlowPolicy,
     OraclePolicy,
 )
+from greenflow.platform.bootstrap import ratio_ci
 from greenflow.platform.chains import Chain, stage_costs
-from greenflow.platform.data.store import load_requests
+from greenflow.platform.data.store import load_requests, read_horizon
 from greenflow.platform.energy import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.evaluation import (
+    Curve,
     at_budget,
     budget_grid,
+    chain_curve,
     evaluate_policies,
     flops_saving_at_equal_clicks,
     mean_reward_per_chain,
@@ -56,6 +61,12 @@ VARIANTS = ("full", "no-recursion", "no-basis", "plain")
 class EvaluateConfig:
     budgets: int = 12  # sweep points from everyone-cheapest to everyone-full
     table_fraction: float = 0.5  # tables report clicks at this fraction of the full cost
+    # Budgets (fractions of the full cost) at which GreenFlow is compared with the best
+    # baseline in the headline; the grid is thickened so that several points fall inside.
+    headline_fractions: tuple[float, float] = (0.15, 0.6)
+
+
+BASELINES = ("equal", "cras", "dcaf")  # the practical competitors of the headline
 
 
 @dataclass
@@ -68,6 +79,7 @@ class EvalInputs:
     R: np.ndarray  # (N, J) true clicks
     train_mean: np.ndarray  # (J,) mean true clicks on the reward (training) split
     estimates: dict[str, np.ndarray]  # reward-model variant -> Q̂ (N, J)
+    users: np.ndarray  # (N,) user of each evaluation request (bootstrap unit)
 
 
 def load_inputs(run_dir: Path) -> EvalInputs:
@@ -104,7 +116,7 @@ def load_inputs(run_dir: Path) -> EvalInputs:
             f"{run_dir / 'reward' / 'full.pt'}: run `greenflow train-reward` first"
         )
     return EvalInputs(chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
-                      train_mean, estimates)  # fmt: skip
+                      train_mean, estimates, ev["user_id"].to_numpy())  # fmt: skip
 
 
 def _rank_model_mask(chains: list[Chain], model: str) -> np.ndarray:
@@ -145,6 +157,58 @@ def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
     return np.array(keep)
 
 
+def _clicks_per_request(curve: Curve, R: np.ndarray, index: int) -> np.ndarray:
+    return R[np.arange(R.shape[0]), curve.choices[index]]
+
+
+def headline(
+    inputs: EvalInputs, curves: dict[str, Curve], budgets: np.ndarray, ev: EvaluateConfig
+) -> dict[str, Any]:
+    """The ratios a reader checks first, each with a 95% bootstrap interval over users:
+    the full chain's clicks over the cheapest chain's (the value of computation), and
+    GreenFlow's clicks over the best of EQUAL, CRAS and DCAF at every swept budget within
+    ``ev.headline_fractions`` of the full cost."""
+    R, q, users = inputs.R, inputs.q, inputs.users
+    full, cheapest = int(np.argmax(q)), int(np.argmin(q))
+    full_flops = float(q[full] * R.shape[0])
+    value = ratio_ci(R[:, full], R[:, cheapest], users)
+    low, high = ev.headline_fractions
+    rows = []
+    for i, budget in enumerate(budgets):
+        fraction = float(budget / full_flops)
+        if not low - 1e-9 <= fraction <= high + 1e-9:
+            continue
+        best = max(BASELINES, key=lambda m: curves[m].clicks[i])
+        mine = _clicks_per_request(curves["greenflow"], R, i)
+        vs = {m: ratio_ci(mine, _clicks_per_request(curves[m], R, i), users).to_json()
+              for m in (*BASELINES, "oracle")}  # fmt: skip
+        rows.append({"budget_fraction": round(fraction, 4), "best_baseline": best,
+                     "vs_best": vs[best], "vs": vs})  # fmt: skip
+    return {
+        "full_over_cheapest": {
+            **value.to_json(),
+            "full": inputs.chains[full].id,
+            "cheapest": inputs.chains[cheapest].id,
+        },  # fmt: skip
+        "greenflow_vs_baselines": rows,
+        "users": int(len(np.unique(users))),
+    }
+
+
+def sweep_budgets(q: np.ndarray, n: int, ev: EvaluateConfig) -> np.ndarray:
+    """The even sweep from everyone-cheapest to everyone-full (``ev.budgets`` points), plus
+    the headline range in steps of 5% of the full cost where no sweep point is within 1%
+    (so the headline is checked at more than two points)."""
+    full = float(q.max() * n)
+    grid = budget_grid(q, n, ev.budgets)
+    low, high = ev.headline_fractions
+    extra = np.arange(low, high + 1e-9, 0.05) * full
+    extra = extra[
+        (extra >= q.min() * n) & (np.abs(extra[:, None] - grid).min(axis=1) > 0.01 * full)
+    ]
+    return np.sort(np.concatenate([grid, extra]))
+
+
 def _pfec(
     clicks: float, flops: float, calibration: dict[str, Any], pfec: PFECConfig
 ) -> dict[str, Any]:
@@ -161,7 +225,7 @@ def run_evaluation(
     calibration = json.loads(calibration_path.read_text())
     inputs = load_inputs(run_dir)
     n = inputs.R.shape[0]
-    budgets = budget_grid(inputs.q, n, ev.budgets)
+    budgets = sweep_budgets(inputs.q, n, ev)
     log(f"evaluating {n} requests x {len(inputs.chains)} chains at {len(budgets)} budgets")
     curves = evaluate_policies(build_policies(inputs), inputs.R, inputs.q, budgets)
     full = int(np.argmax(inputs.q))
@@ -209,6 +273,9 @@ def run_evaluation(
         },
         "full_chain": {"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
         "requests": n,
+        "horizon": read_horizon(run_dir / "data"),
+        "chain_curve": chain_curve([c.id for c in inputs.chains], inputs.q, inputs.R),
+        "headline": headline(inputs, curves, budgets, ev),
         "table_budget_flops": table_budget,
         "table2_action_subsets": table2,
         "table3_rank_models": table3,
@@ -264,6 +331,40 @@ def plot(doc: dict[str, Any], run_dir: Path) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "offline_dual_price.png", dpi=120)
     plt.close(fig)
+    plot_chain_curve(doc, run_dir)
+
+
+def plot_chain_curve(doc: dict[str, Any], run_dir: Path) -> None:
+    """Mean clicks per request of every chain against its cost, with the Pareto front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = doc["chain_curve"]
+    rank_models = sorted({r["chain"].split(">")[-1].split("@")[0] for r in rows})
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for model, marker in zip(rank_models, ("o", "s", "^", "d"), strict=False):
+        mine = [r for r in rows if r["chain"].split(">")[-1].startswith(model + "@")]
+        ax.scatter([r["flops"] / 1e6 for r in mine], [r["clicks"] for r in mine], s=22,
+                   marker=marker, alpha=0.6, label=f"chains ranked by {model}")  # fmt: skip
+    front = [r for r in rows if r["pareto"]]
+    ax.plot([r["flops"] / 1e6 for r in front], [r["clicks"] for r in front], color="tab:green",
+            linewidth=2, marker="o", label="Pareto front")  # fmt: skip
+    for r in (front[0], front[-1]):
+        ax.annotate(r["chain"], (r["flops"] / 1e6, r["clicks"]), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")  # fmt: skip
+    value = doc["headline"]["full_over_cheapest"]
+    ax.set_title(f"Value of computation — full chain {value['ratio']:.2f}x the cheapest "
+                 f"(95% CI {value['ci95'][0]:.2f}–{value['ci95'][1]:.2f}), horizon {doc['horizon']}",
+                 fontsize=9)  # fmt: skip
+    ax.set_xlabel("cost of the chain (MFLOPs per request)")
+    ax.set_ylabel("clicks per request (true, evaluation split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(run_dir / "chain_curve.png", dpi=120)
+    plt.close(fig)
 
 
 def format_summary(doc: dict[str, Any]) -> str:
@@ -281,4 +382,26 @@ def format_summary(doc: dict[str, Any]) -> str:
         saving = doc["flops_saving_at_equal_clicks"][name]
         cells = "".join(f"{m['clicks'][i]:>7.0f} {doc['return_pct'][name][i]:>3.0f}%" for i in cols)
         lines.append(f"{name:<12}{cells}{'   never' if saving is None else f'{saving:>9.0%}'}")
+    return "\n".join(lines)
+
+
+def format_headline(doc: dict[str, Any]) -> str:
+    """The value of computation and GreenFlow against the best baseline, with 95% CIs."""
+    head = doc["headline"]
+    value = head["full_over_cheapest"]
+    lines = [
+        f"value of computation ({doc['requests']} requests of {head['users']} users, horizon "
+        f"{doc['horizon']}): the full chain earns {value['ratio']:.3f}x the cheapest chain's "
+        f"clicks (95% CI {value['ci95'][0]:.3f}-{value['ci95'][1]:.3f})",
+        f"{'budget':>8} {'best baseline':<14} {'GreenFlow / best':>17} {'95% CI':>15}"
+        f" {'/ equal':>8} {'/ cras':>8} {'/ dcaf':>8} {'/ oracle':>9}",
+    ]
+    for row in head["greenflow_vs_baselines"]:
+        best, vs = row["vs_best"], row["vs"]
+        lines.append(
+            f"{row['budget_fraction']:>8.0%} {row['best_baseline']:<14} {best['ratio']:>17.3f}"
+            f" {best['ci95'][0]:>7.3f}-{best['ci95'][1]:<7.3f}"
+            + "".join(f" {vs[m]['ratio']:>8.3f}" for m in ("equal", "cras", "dcaf"))
+            + f" {vs['oracle']['ratio']:>9.3f}"
+        )
     return "\n".join(lines)

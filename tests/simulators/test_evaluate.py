@@ -14,7 +14,12 @@ from greenflow.platform.energy.report import collect_pfec_records
 from greenflow.platform.reward import RewardModelConfig
 from greenflow.platform.reward.run import train_reward_variants
 from greenflow.platform.reward.training import RewardTrainConfig
-from greenflow.simulators.evaluate import EvaluateConfig, format_summary, run_evaluation
+from greenflow.simulators.evaluate import (
+    EvaluateConfig,
+    format_headline,
+    format_summary,
+    run_evaluation,
+)
 from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
 
 METHODS = {"greenflow", "equal", "equal-din", "equal-dien", "cras", "cras-din", "cras-dien",
@@ -36,11 +41,19 @@ def evaluated(reward_run, tmp_path_factory):
 def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
     config, doc = evaluated
     saved = json.loads((config.run_dir / "offline_eval.json").read_text())
-    assert saved["budgets"] == doc["budgets"] and len(doc["budgets"]) == 10
+    assert saved["budgets"] == doc["budgets"]
+    budgets = np.array(doc["budgets"])
+    full = doc["full_chain"]["flops"]
+    # the 10 even points plus 5%-steps of the headline range [15%, 60%] of the full cost
+    assert set(np.round(np.linspace(budgets[0], full, 10), 3)) <= set(np.round(budgets, 3))
+    assert np.all(np.diff(budgets) > 0)
+    in_headline = (budgets >= 0.15 * full - 1) & (budgets <= 0.6 * full + 1)
+    assert in_headline.sum() >= 5
+    points = len(budgets)
     assert set(doc["methods"]) == METHODS
     for name, m in doc["methods"].items():
-        assert len(m["clicks"]) == len(m["flops"]) == 10, name
-        assert len(doc["return_pct"][name]) == 10
+        assert len(m["clicks"]) == len(m["flops"]) == points, name
+        assert len(doc["return_pct"][name]) == points
         assert name in doc["flops_saving_at_equal_clicks"]
     assert set(doc["table4_reward_variants"]) == {"full", "plain"}
     assert {"all actions", "k1 only", "k2 only"} <= set(doc["table2_action_subsets"])
@@ -49,6 +62,32 @@ def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
     assert (config.run_dir / "offline_clicks.png").stat().st_size > 10_000
     assert (config.run_dir / "offline_dual_price.png").is_file()
     assert "greenflow" in format_summary(doc)
+    assert saved["horizon"] == "all"  # the tiny synthetic run keeps the default horizon
+
+
+def test_chain_curve_and_headline_with_bootstrap_intervals(evaluated) -> None:
+    config, doc = evaluated
+    curve = doc["chain_curve"]
+    assert len(curve) > 1
+    flops = [r["flops"] for r in curve]
+    assert flops == sorted(flops) and curve[0]["pareto"]
+    assert {"chain", "flops", "clicks", "pareto"} <= set(curve[0])
+    front = [r["clicks"] for r in curve if r["pareto"]]
+    assert front == sorted(front)  # the Pareto front only rises with cost
+    head = doc["headline"]
+    value = head["full_over_cheapest"]
+    assert value["ci95"][0] <= value["ratio"] <= value["ci95"][1]
+    full_row = max(curve, key=lambda r: r["flops"])
+    cheap_row = curve[0]
+    assert value["ratio"] == pytest.approx(full_row["clicks"] / cheap_row["clicks"], rel=1e-3)
+    assert head["greenflow_vs_baselines"]
+    for row in head["greenflow_vs_baselines"]:
+        assert 0.15 - 1e-6 <= row["budget_fraction"] <= 0.6 + 1e-6
+        assert row["best_baseline"] in {"equal", "cras", "dcaf"}
+        assert row["vs_best"] == row["vs"][row["best_baseline"]]
+        assert row["vs"]["oracle"]["ratio"] <= 1.0 + 1e-9  # nothing beats the true-reward solve
+    assert (config.run_dir / "chain_curve.png").stat().st_size > 10_000
+    assert "value of computation" in format_headline(doc)
 
 
 def test_policies_stay_in_budget_and_under_the_oracle(evaluated) -> None:

@@ -135,3 +135,14 @@ def test_flops_saving_and_mean_reward() -> None:
         [np.array([0, 2]), np.array([2])], [np.array([1, 3]), np.array([5])], 3
     )
     np.testing.assert_allclose(mean, [1.0, 0.0, 4.0])
+
+
+def test_chain_curve_is_mean_clicks_by_cost_with_its_pareto_front() -> None:
+    from greenflow.platform.evaluation import chain_curve
+
+    R = np.array([[1, 0, 2, 2], [0, 1, 2, 0]], dtype=float)  # 2 requests x 4 chains
+    q = np.array([3.0, 1.0, 5.0, 4.0])
+    rows = chain_curve(["a", "b", "c", "d"], q, R)
+    assert [r["chain"] for r in rows] == ["b", "a", "d", "c"]  # cheapest first
+    assert [r["clicks"] for r in rows] == [0.5, 0.5, 1.0, 2.0]
+    assert [r["pareto"] for r in rows] == [True, False, True, True]  # "a" adds no clicks
