@@ -65,7 +65,10 @@ def main() -> None:
         dcaf = sweep(DCAFPolicy(Q, q, inputs.chains, free_stage=1), R, q, budgets).clicks
         print(f"{name:<13} {'greenflow':<10}" + "".join(f"{c:>8.0f}" for c in green))
         print(f"{'':<13} {'dcaf':<10}" + "".join(f"{c:>8.0f}" for c in dcaf))
-        print(f"{'':<13} {'ratio':<10}" + "".join(f"{a / b:>8.3f}" for a, b in zip(green, dcaf, strict=True)))
+        print(
+            f"{'':<13} {'ratio':<10}"
+            + "".join(f"{a / b:>8.3f}" for a, b in zip(green, dcaf, strict=True))
+        )
 
 
 if __name__ == "__main__":

@@ -135,10 +135,10 @@ def test_run_calibration_on_a_saved_pool_with_the_estimate(
         assert row["source"] == "estimate" and row["duration_s"] >= 0.2
         # J/FLOP is a machine-speed figure (bench/, README), so only its consistency is
         # tested: positive, finite, and the row's energy over the FLOPs it computed.
-        assert 0.0 < row["joules_per_flop"] and math.isfinite(row["joules_per_flop"])
+        assert row["joules_per_flop"] > 0.0 and math.isfinite(row["joules_per_flop"])
         assert row["joules_per_flop"] == pytest.approx(row["energy_j"] / row["flops"])
         assert row["flops_per_s"] == pytest.approx(row["flops"] / row["duration_s"])
-    assert 0.0 < written["joules_per_flop"] and math.isfinite(written["joules_per_flop"])
+    assert written["joules_per_flop"] > 0.0 and math.isfinite(written["joules_per_flop"])
     table = format_calibration_table(written)
     assert "J/GFLOP" in table and all(name in table for name in MODEL_KINDS)
 

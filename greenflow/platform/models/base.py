@@ -118,3 +118,19 @@ class GraphHead(nn.Module):
 
     def features(self, state: State, items: torch.Tensor) -> torch.Tensor:
         return self.graph.features(state, items)  # (B, n, GRAPH_FEATURES)
+
+
+def tower_logits(
+    tower: nn.Module,
+    pre_tower: torch.Tensor,
+    head: GraphHead | None,
+    state: State,
+    items: torch.Tensor,
+) -> torch.Tensor:
+    """Logits (B, n) of a rank model's tower on ReLU(pre_tower) (B, n, h1), with the
+    item-to-item features' deep input added before the ReLU and their wide logit after."""
+    if head is None:
+        return tower(torch.relu(pre_tower)).squeeze(-1)
+    graph = head.features(state, items)  # (B, n, GRAPH_FEATURES)
+    deep = tower(torch.relu(pre_tower + head.deep(graph)))
+    return (deep + head.wide(graph)).squeeze(-1)

@@ -32,6 +32,7 @@ from greenflow.platform.models.base import (
     State,
     masked_mean,
     mlp,
+    tower_logits,
 )
 from greenflow.platform.models.features import Context, FeatureSet
 
@@ -114,8 +115,4 @@ class DIEN(CascadeModel):
             new = torch.tanh(xn + reset * hn)
             h = h + update * (new - h)
         pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
-        if self.graph_head is None:
-            return self.tower(torch.relu(pre_tower)).squeeze(-1)  # (B, n)
-        graph = self.graph_head.features(state, items)  # (B, n, GRAPH_FEATURES)
-        deep = self.tower(torch.relu(pre_tower + self.graph_head.deep(graph)))
-        return (deep + self.graph_head.wide(graph)).squeeze(-1)  # (B, n)
+        return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)

@@ -27,6 +27,7 @@ from greenflow.platform.models.base import (
     State,
     masked_mean,
     mlp,
+    tower_logits,
 )
 from greenflow.platform.models.features import Context, FeatureSet
 
@@ -87,8 +88,4 @@ class DIN(CascadeModel):
         weights = self.att_out(torch.relu(pre)).squeeze(-1) * mask.unsqueeze(1)  # (B, n, L)
         interest = torch.bmm(weights, hist)  # (B, n, d)
         pre_tower = self.item_proj(torch.cat([interest, cand], -1)) + state["u"].unsqueeze(1)
-        if self.graph_head is None:
-            return self.tower(torch.relu(pre_tower)).squeeze(-1)  # (B, n)
-        graph = self.graph_head.features(state, items)  # (B, n, GRAPH_FEATURES)
-        deep = self.tower(torch.relu(pre_tower + self.graph_head.deep(graph)))
-        return (deep + self.graph_head.wide(graph)).squeeze(-1)  # (B, n)
+        return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)
