@@ -70,12 +70,34 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
                 "weights", "sha256"} <= set(m)  # fmt: skip
         assert m["flops_per_item"] > 0 and 0.0 <= m["val_auc"] <= 1.0
         assert (run / m["weights"]).is_file()
+        assert 0.0 <= m["val_hits_at_10"] <= 10 and 0.0 <= m["val_ndcg_at_10"] <= 1.0
     assert doc["config"]["pool"]["train"]["epochs"] == 1  # the resolved config is saved
+    assert set(doc["baselines"]) == {"popularity", "item_knn"}
+    for b in doc["baselines"].values():
+        assert set(b) == {"val_hits_at_10", "val_ndcg_at_10"}
+    assert doc["horizon"] == "all" and doc["head_requests"] > 0
+    # stage by stage: recall on corpus negatives, later stages on earlier stages' candidates
+    stages = {m["name"]: m["train"] for m in doc["models"]}
+    assert [stages[m]["stage_index"] for m in ("dssm", "youtube_dnn", "din", "dien")] == [
+        0,
+        1,
+        2,
+        2,
+    ]
+    assert stages["dssm"]["negatives"] == "corpus"
+    assert stages["din"]["negatives"].startswith("earlier stages' candidates")
 
     from greenflow.platform.models.pool import load_pool
 
     pool = load_pool(run)
     assert set(pool.models) == {"dssm", "youtube_dnn", "din", "dien"}
+    assert pool.entries["din"].head is not None and set(pool.baselines) == {
+        "popularity",
+        "item_knn",
+    }
+    # the rank models carry their item-to-item graphs in the weights: not empty after loading
+    graph = pool.entries["din"].model.graph
+    assert graph is not None and int((graph.ids > 0).sum()) > 0
     (run / doc["models"][0]["weights"]).write_bytes(b"tampered")
     with pytest.raises(ValueError, match="sha256"):
         load_pool(run)

@@ -208,6 +208,21 @@ def _stage_order(names: tuple[str, ...], space: ChainSpace) -> list[tuple[str, i
     return sorted(((n, stage_of.get(n, 0)) for n in names), key=lambda p: p[1])
 
 
+def _earlier_stages(
+    name: str, stage: int, space: ChainSpace, trained: dict[str, PoolEntry]
+) -> list[tuple[CascadeModel, int]]:
+    """The cascade prefix a stage-``stage`` model learns on: the first model of each
+    earlier stage, trained already, with the stage's largest item scale."""
+    prefix = []
+    for t in range(stage):
+        first = space.stages[t].models[0]
+        if first not in trained:
+            raise ValueError(f"{name} learns on {first}'s candidates: add {first} to the "
+                             "pool's models")  # fmt: skip
+        prefix.append((trained[first].model, max(space.stages[t].item_scales)))
+    return prefix
+
+
 def train_pool(
     dataset: CanonicalDataset,
     features: FeatureSet,
@@ -257,7 +272,7 @@ def train_pool(
     for name, q in baselines.items():
         log(f"  baseline {name:<10} hits@{q.k} {q.hits:.3f}  NDCG@{q.k} {q.ndcg:.4f}")
 
-    val_clicked = click_sequences(inter, by_split["validation"])
+    clicked = {"train": sequences, "val": click_sequences(inter, by_split["validation"])}
     probe = probe_context(features)
     entries: dict[str, PoolEntry] = {}
     # what every earlier stage passes on, per event, by stage: (train pools, val pools)
@@ -267,18 +282,12 @@ def train_pool(
         val_stage = val
         if stage > 0:
             if stage not in candidates:
-                prefix = []
-                for t in range(stage):
-                    first = space.stages[t].models[0]
-                    if first not in entries:
-                        raise ValueError(f"{name} learns on {first}'s candidates: add {first} "
-                                         "to the pool's models")  # fmt: skip
-                    prefix.append((entries[first].model, max(space.stages[t].item_scales)))
+                prefix = _earlier_stages(name, stage, space, entries)
                 candidates[stage] = (
                     stage_candidates(prefix, train.user_feats, train.history,
-                                     exclusions(train.users, sequences), n),
+                                     exclusions(train.users, clicked["train"]), n),
                     stage_candidates(prefix, val.user_feats, val.history,
-                                     exclusions(val.users, val_clicked), n),
+                                     exclusions(val.users, clicked["val"]), n),
                 )  # fmt: skip
             train_pools, val_pools = candidates[stage]
             sampler = CandidateNegatives(tuple(train_pools), n, tc.hard_fraction)
@@ -289,8 +298,6 @@ def train_pool(
         torch.manual_seed(tc.seed)
         model = build_model(name, features, items)
         fit = crossfit(model.graph.ids.shape[2]) if model.graph is not None else None
-        if fit is not None and model.graph is not None:
-            model.graph.load(fit.full)
         result: TrainResult = train_model(model, train, val_stage, tc, log, sampler, fit)
         entries[name] = PoolEntry(
             name=name,
