@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.nearline import NearlineDriver
 from greenflow.platform.allocation.online import OnlineAllocator
@@ -87,11 +88,15 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
     driver.tick()
     windows = [w for w in driver.windows() if EPOCH <= w["t"] < EPOCH + arrivals[-1] - window_s]
     util = np.array([w["spend"] / w["budget"] for w in windows])
+    adherence = budget_adherence([w["spend"] for w in windows], [w["budget"] for w in windows],
+                                 [w["requests"] for w in windows])  # fmt: skip
     return {
         "clicks": clicks,
         "flops_per_request": flops / len(rows),
         "windows": len(windows),
         "over_budget_windows_pct": 100.0 * float((util > SLACK).mean()),
+        "utilisation_pct": adherence.utilisation_pct,
+        "over_utilisation_pct": adherence.over_utilisation_pct,
         "max_utilisation": float(util.max()),
         "mean_utilisation": float(util.mean()),
         "guard_requests": int(sum(w["guard_requests"] for w in windows)),
@@ -131,11 +136,13 @@ def main() -> None:
     print(f"{len(arrivals):,} requests over {args.seconds:.0f} s ({args.base_rate:g} req/s, 3x "
           f"spike in the middle third), {args.window_s:g} s windows, budget "
           f"{budget.flops_per_s():.3g} FLOPs/s; clicks are true clicks")  # fmt: skip
-    head = f"{'variant':<18}{'clicks':>8}{'FLOPs/req':>11}{'windows':>8}{'over >1%':>10}{'max util':>10}{'guarded':>9}"
+    head = (f"{'variant':<18}{'clicks':>8}{'FLOPs/req':>11}{'windows':>8}{'over >1%':>10}"
+            f"{'μ %':>8}{'ν %':>7}{'max util':>10}{'guarded':>9}")  # fmt: skip
     print(head + "\n" + "-" * len(head))
     for name, r in results.items():
         print(f"{name:<18}{r['clicks']:>8.0f}{r['flops_per_request']:>11.3g}{r['windows']:>8d}"
-              f"{r['over_budget_windows_pct']:>9.1f}%{r['max_utilisation']:>10.3f}"
+              f"{r['over_budget_windows_pct']:>9.1f}%{r['utilisation_pct']:>8.2f}"
+              f"{r['over_utilisation_pct']:>7.2f}{r['max_utilisation']:>10.3f}"
               f"{r['guard_requests']:>9d}")  # fmt: skip
     out = args.run_dir / "bench_online_replay.json"
     out.write_text(json.dumps(results, indent=2))

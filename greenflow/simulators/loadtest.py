@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.traffic import OVER_BUDGET_SLACK, TrafficProfile, request_order
 
 if TYPE_CHECKING:
@@ -521,12 +522,16 @@ def loadtest_doc(
     clock tolerance; only the first and the last window can be. Partial windows carry only
     part of the traffic, so ``over_budget_windows_pct`` (spend > budget ×
     ``OVER_BUDGET_SLACK``) counts the full windows only — or every window when none is full.
+    MaRCA's ``utilisation_pct`` μ and ``over_utilisation_pct`` ν are over the same windows
+    that served requests (``platform/allocation/adherence.py``).
     """
     window_s = window_s or _infer_window_s(windows)
     ok = [r for r in records if r.ok]
     wins = [_window_row(w, start_epoch_s, duration_s, window_s, profile) for w in windows]
     counted = [w for w in wins if not w["partial"]] or wins
     over = sum(w["over_budget"] for w in counted)
+    adherence = budget_adherence([w["spend"] for w in counted], [w["budget"] for w in counted],
+                                 [w["requests"] for w in counted])  # fmt: skip
     clicks = float(sum(r.clicks or 0 for r in ok))
     flops = float(sum(r.flops or 0.0 for r in ok))
     dropped = sum(r.dropped_client for r in records)
@@ -540,6 +545,8 @@ def loadtest_doc(
         "over_budget_windows": int(over),
         "windows_counted": len(counted),
         "over_budget_slack": OVER_BUDGET_SLACK,
+        "utilisation_pct": adherence.to_json()["utilisation_pct"],
+        "over_utilisation_pct": adherence.to_json()["over_utilisation_pct"],
         "clicks": clicks,
         "requests": len(records),
         "sent": len(records) - dropped,
@@ -659,7 +666,7 @@ def format_loadtest_table(docs: Mapping[str, Mapping[str, Any]]) -> str:
     carbon in g and the allocator's share of the FLOPs from each doc's ``pfec``)."""
     head = (
         f"{'policy':<14}{'requests':>9}{'errors':>7}{'clicks':>9}{'clicks/req':>11}"
-        f"{'FLOPs/req':>11}{'over-budget':>12}{'p50 ms':>8}{'p99 ms':>8}{'energy J':>10}"
+        f"{'FLOPs/req':>11}{'over-budget':>12}{'μ %':>7}{'ν %':>6}{'p50 ms':>8}{'p99 ms':>8}{'energy J':>10}"
         f"{'carbon g':>10}{'alloc FLOPs':>12}"
     )
     lines = [head, "-" * len(head)]
@@ -671,6 +678,7 @@ def format_loadtest_table(docs: Mapping[str, Mapping[str, Any]]) -> str:
             f"{_fmt(d.get('clicks_per_request'), '.3f', 11)}"
             f"{_fmt(d.get('flops_per_request'), '.3g', 11)}"
             f"{_fmt(pct, '.1f', 11)}{'%' if pct is not None else ' '}"
+            f"{_fmt(d.get('utilisation_pct'), '.1f', 7)}{_fmt(d.get('over_utilisation_pct'), '.2f', 6)}"
             f"{_fmt(lat.get('p50'), '.1f', 8)}{_fmt(lat.get('p99'), '.1f', 8)}"
             f"{_fmt(pfec.get('energy_j'), '.3g', 10)}{_fmt(pfec.get('carbon_g'), '.3g', 10)}"
             f"{_fmt(_pct(pfec.get('allocator_flops_ratio')), '.2f', 11)}"

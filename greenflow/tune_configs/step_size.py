@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from ray import tune
 
+from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.primal_dual import DualPriceController, replay
 from greenflow.platform.reward.store import TUNE_DIR, write_json
 from greenflow.platform.traffic import (
@@ -130,6 +131,8 @@ def step_size_objective(
     spend = np.array([r.spend_flops for r in records])
     clicks_w = np.array([r.clicks or 0.0 for r in records])
     over = int(np.sum(spend > budget * OVER_BUDGET_SLACK))
+    adherence = budget_adherence(spend, np.full(len(spend), budget),
+                                 [r.requests for r in records]).to_json()  # fmt: skip
     clicks = float(clicks_w.sum())
     score = clicks - problem.penalty * over * (clicks / len(records))
     return {
@@ -138,6 +141,7 @@ def step_size_objective(
         "windows": len(records),
         "over_budget_windows": over,
         "over_budget_windows_pct": 100.0 * over / len(records),
+        **{k: adherence[k] for k in ("utilisation_pct", "over_utilisation_pct")},
         "mean_utilisation": float(np.mean(spend / budget)),
         "max_utilisation": float(np.max(spend / budget)),
         "guard_requests": int(sum(r.guard_requests for r in records)),

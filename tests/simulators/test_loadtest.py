@@ -32,7 +32,8 @@ from greenflow.simulators.loadtest import (
 )
 
 CONTRACT_KEYS = {"policy", "budget_flops_per_s", "windows", "over_budget_windows_pct", "clicks",
-                 "requests", "errors", "latency_ms", "pfec"}  # fmt: skip
+                 "requests", "errors", "latency_ms", "pfec", "utilisation_pct",
+                 "over_utilisation_pct"}  # fmt: skip
 WINDOW_S = 0.25  # the fake allocator's window length (s)
 FLOPS_PER_ITEM = 1000.0
 BUDGET = 4 * 3 * FLOPS_PER_ITEM  # 4 default requests per window: the spike overspends
@@ -216,6 +217,14 @@ def test_replay_records_every_outcome_and_reads_the_windows(allocator) -> None:
         assert w["t_epoch"] == pytest.approx(w["t"] + run.start_epoch_s)
         assert w["phase"] in ("steady", "spike")
         assert w["spend_flops_per_s"] == pytest.approx(w["spend"] / WINDOW_S)
+    # MaRCA's μ and ν over the full windows that served requests, from the same rows
+    served = [w for w in doc["windows"] if not w["partial"] and w["requests"] > 0] or [
+        w for w in doc["windows"] if w["requests"] > 0
+    ]
+    mu = 100 * np.mean([min(w["spend"], w["budget"]) / w["budget"] for w in served])
+    nu = 100 * np.mean([max(w["spend"] - w["budget"], 0) / w["budget"] for w in served])
+    assert doc["utilisation_pct"] == pytest.approx(mu)
+    assert doc["over_utilisation_pct"] == pytest.approx(nu)
     assert fake.served
     assert run.fetch_errors == (
         "ignored /allocator/windows entries without numeric t, spend, budget",
