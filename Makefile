@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean bench-synthetic
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/greenflow demo
+
+# The synthetic benchmark (known click probabilities, the true ORACLE): the demo's whole
+# pipeline on 100,000 generated requests, outputs under runs/synthetic/.
+bench-synthetic: $(STAMP)
+	$(BIN)/greenflow demo --dataset synthetic --requests 100000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

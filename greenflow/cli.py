@@ -7,6 +7,7 @@ directory (default ``runs/<dataset>/``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -61,13 +62,14 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     config = _config(args)
     synth = None
     if config.dataset == "synthetic":
-        rpu = config.requests.requests_per_user
+        given = {k: v for k, v in (("users", args.users), ("items", args.items),
+                                   ("seed", args.seed)) if v is not None}  # fmt: skip
+        synth = dataclasses.replace(config.synthetic, **given)
         if args.requests is not None:
+            overrides = {k: v for k, v in dataclasses.asdict(synth).items() if k != "users"}
             synth = synthetic.config_for_requests(
-                args.requests, rpu, config.requests.min_history,
-                items=args.items, seed=args.seed)  # fmt: skip
-        else:
-            synth = synthetic.SyntheticConfig(users=args.users, items=args.items, seed=args.seed)
+                args.requests, config.requests.requests_per_user, config.requests.min_history,
+                **overrides)  # fmt: skip
     t0 = time.perf_counter()
     meta = prepare(config.dataset, config.data_dir, config.cache_dir, config.requests,
                    args.path or (), synth)  # fmt: skip
@@ -259,10 +261,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    args.dataset, args.config = "movielens-100k", args.config
     t0 = time.perf_counter()
-    _log("== 1/8 data: fetch and prepare movielens-100k")
-    args.path, args.users, args.items, args.requests, args.seed = None, None, None, None, 0
+    if args.dataset == "synthetic":
+        _log(f"== 1/8 data: generate a synthetic dataset of {args.requests:,} requests "
+             "(known click model)")  # fmt: skip
+        args.path, args.users, args.items, args.seed = None, None, None, None
+    else:
+        _log("== 1/8 data: fetch and prepare movielens-100k")
+        args.path, args.users, args.items, args.requests, args.seed = None, None, None, None, 0
     cmd_data_prepare(args)
     _log("\n== 2/8 cascade model pool: train, measure FLOPs and AUC")
     cmd_train_cascade(args)
@@ -477,15 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="ali-ccp: a preprocessed CSV file (repeat for train and test)",
     )
-    prep.add_argument("--users", type=int, default=10_000, help="synthetic: number of users")
-    prep.add_argument("--items", type=int, default=5_000, help="synthetic: number of items")
+    prep.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        help="synthetic: number of users (default: the config's, 10,000)",
+    )
+    prep.add_argument("--items", type=int, default=None,
+                      help="synthetic: number of items (default: the config's)")  # fmt: skip
     prep.add_argument(
         "--requests",
         type=int,
         default=None,
         help="synthetic: target number of requests (derives --users)",
     )
-    prep.add_argument("--seed", type=int, default=0, help="synthetic: random seed")  # fmt: skip
+    prep.add_argument("--seed", type=int, default=None,
+                      help="synthetic: random seed (default: the config's, 0)")  # fmt: skip
     prep.set_defaults(func=cmd_data_prepare)
 
     train = sub.add_parser(
@@ -668,7 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_options(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on the embedded MovieLens-100k")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the embedded MovieLens-100k (or a synthetic benchmark)",
+    )
+    demo.add_argument("--dataset", choices=("movielens-100k", "synthetic"),
+                      default="movielens-100k",
+                      help="movielens-100k (default) or synthetic: the benchmark with a known "
+                      "click model (`make bench-synthetic`)")  # fmt: skip
+    demo.add_argument("--requests", type=int, default=100_000,
+                      help="synthetic: requests to generate (default 100,000)")  # fmt: skip
     demo.add_argument("--run-dir", type=Path, default=None, help="output directory")
     demo.add_argument("--config", type=Path, default=None, help="YAML configuration overrides")
     demo.add_argument("--epochs", type=int, default=None, help="override training epochs")

@@ -30,7 +30,9 @@ import yaml
 
 from greenflow.platform.chains import ChainSpace, default_space
 from greenflow.platform.data.requests import RequestConfig, SplitFractions
+from greenflow.platform.data.synthetic import SyntheticConfig
 from greenflow.platform.models.pool import PoolConfig
+from greenflow.platform.models.training import CascadeTrainConfig
 from greenflow.platform.reward.model import RewardModelConfig
 from greenflow.platform.reward.training import RewardTrainConfig
 
@@ -44,6 +46,14 @@ _REQUEST_DEFAULTS: dict[str, RequestConfig] = {
     ),
     "ali-ccp": RequestConfig(requests_per_user=4),
     "synthetic": RequestConfig(requests_per_user=6),
+}
+
+
+# Synthetic runs reach hundreds of thousands of events: the cascade trains on a seeded
+# sample, which is what keeps `make bench-synthetic` (100k requests) under 30 minutes on 2
+# cores; ML-100k's 39k events are all used.
+_POOL_DEFAULTS: dict[str, PoolConfig] = {
+    "synthetic": PoolConfig(train=CascadeTrainConfig(max_events=60_000)),
 }
 
 
@@ -67,6 +77,9 @@ class Config:
     reward: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     # Sizes of the reward model; each variant sets its own ablation switches.
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    # The synthetic source's generator (dataset synthetic only; `users` is derived from
+    # --requests when that is given).
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -85,6 +98,7 @@ def default_config(dataset: str = "movielens-100k", run_dir: Path | None = None)
         dataset=dataset,
         run_dir=run_dir or Path("runs") / dataset,
         requests=_REQUEST_DEFAULTS[dataset],
+        pool=_POOL_DEFAULTS.get(dataset, PoolConfig()),
     )
 
 

@@ -54,12 +54,15 @@ def test_serve_detach_without_a_cluster_refuses(
 @pytest.mark.slow
 def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> None:
     config = tmp_path / "small.yaml"
-    config.write_text("pool:\n  max_history: 10\n  train: {epochs: 1, batch_size: 128}\n")
+    config.write_text("pool:\n  max_history: 10\n  train: {epochs: 1, batch_size: 128}\n"
+                      "synthetic: {dim: 4, seq_weight_alpha: 2.0}\n")  # fmt: skip
     run = tmp_path / "run"
     common = ["--dataset", "synthetic", "--run-dir", str(run), "--config", str(config)]
     assert main(["data", "prepare", *common, "--users", "150", "--items", "80", "--seed", "3"]) == 0
     meta = json.loads((run / "data" / "meta.json").read_text())
     assert meta["users"] == 150 and meta["requests"] > 150
+    generator = meta["synthetic_config"]  # the config file's generator, the flags' sizes
+    assert (generator["dim"], generator["seq_weight_alpha"], generator["items"]) == (4, 2.0, 80)
 
     assert main(["train-cascade", *common]) == 0
     doc = json.loads((run / "model_pool.json").read_text())
@@ -75,7 +78,7 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
     assert set(doc["baselines"]) == {"popularity", "item_knn"}
     for b in doc["baselines"].values():
         assert set(b) == {"val_hits_at_10", "val_ndcg_at_10"}
-    assert doc["horizon"] == "all" and doc["head_requests"] > 0
+    assert doc["horizon"] == "response" and doc["head_requests"] > 0
     # stage by stage: recall on corpus negatives, later stages on earlier stages' candidates
     stages = {m["name"]: m["train"] for m in doc["models"]}
     assert [stages[m]["stage_index"] for m in ("dssm", "youtube_dnn", "din", "dien")] == [

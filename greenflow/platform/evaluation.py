@@ -33,6 +33,8 @@ class Curve:
     dual_price: list[float] = field(default_factory=list)  # clicks per FLOP, NaN if none
     feasible: list[bool] = field(default_factory=list)
     choices: list[np.ndarray] = field(default_factory=list)  # (N,) chain per request, per budget
+    # Σ_i E[R_{i, choice_i}] when the click model is known (synthetic), else empty
+    expected_clicks: list[float] = field(default_factory=list)
 
 
 def budget_grid(q: np.ndarray, n_requests: int, points: int) -> np.ndarray:
@@ -42,12 +44,21 @@ def budget_grid(q: np.ndarray, n_requests: int, points: int) -> np.ndarray:
     return np.linspace(q.min() * n_requests, q.max() * n_requests, points)
 
 
-def sweep(policy: Policy, R: np.ndarray, q: np.ndarray, budgets: np.ndarray) -> Curve:
-    """Run ``policy`` at every budget and charge it the true rewards and costs."""
+def sweep(
+    policy: Policy,
+    R: np.ndarray,
+    q: np.ndarray,
+    budgets: np.ndarray,
+    expected: np.ndarray | None = None,
+) -> Curve:
+    """Run ``policy`` at every budget and charge it the true rewards and costs (and, with
+    ``expected`` (N, J), the expected rewards of its choices)."""
     rows = np.arange(R.shape[0])
     curve = Curve(budgets=[float(b) for b in budgets])
     for budget in budgets:
         result = policy.allocate(float(budget))
+        if expected is not None:
+            curve.expected_clicks.append(float(expected[rows, result.choice].sum()))
         curve.clicks.append(float(R[rows, result.choice].sum()))
         curve.flops.append(float(q[result.choice].sum()))
         curve.dual_price.append(float(result.dual_price))
@@ -95,23 +106,34 @@ def mean_reward_per_chain(
 
 
 def evaluate_policies(
-    policies: Mapping[str, Policy], R: np.ndarray, q: np.ndarray, budgets: np.ndarray
+    policies: Mapping[str, Policy],
+    R: np.ndarray,
+    q: np.ndarray,
+    budgets: np.ndarray,
+    expected: np.ndarray | None = None,
 ) -> dict[str, Curve]:
     """The sweep for every policy, in the order given."""
-    return {name: sweep(policy, R, q, budgets) for name, policy in policies.items()}
+    return {name: sweep(policy, R, q, budgets, expected) for name, policy in policies.items()}
 
 
-def chain_curve(chain_ids: list[str], q: np.ndarray, R: np.ndarray) -> list[dict[str, object]]:
+def chain_curve(
+    chain_ids: list[str], q: np.ndarray, R: np.ndarray, expected: np.ndarray | None = None
+) -> list[dict[str, object]]:
     """The value of computation: every chain's cost (FLOPs per request) and mean clicks per
     request when everyone gets it, cheapest first; ``pareto`` marks the chains that earn
-    more than every cheaper chain (the front an allocator can mix between)."""
+    more than every cheaper chain (the front an allocator can mix between). With
+    ``expected`` (N, J) rows add ``expected_clicks``, and the front is the expected one."""
     clicks = R.mean(axis=0)
-    order = np.lexsort((-clicks, q))  # cheapest first; equal cost: more clicks first
+    value = expected.mean(axis=0) if expected is not None else clicks
+    order = np.lexsort((-value, q))  # cheapest first; equal cost: more value first
     best = -np.inf
-    rows = []
+    rows: list[dict[str, object]] = []
     for j in order:
-        on_front = bool(clicks[j] > best)
-        best = max(best, float(clicks[j]))
-        rows.append({"chain": chain_ids[j], "flops": float(q[j]), "clicks": float(clicks[j]),
-                     "pareto": on_front})  # fmt: skip
+        on_front = bool(value[j] > best)
+        best = max(best, float(value[j]))
+        row: dict[str, object] = {"chain": chain_ids[j], "flops": float(q[j]),
+                                  "clicks": float(clicks[j]), "pareto": on_front}  # fmt: skip
+        if expected is not None:
+            row["expected_clicks"] = float(value[j])
+        rows.append(row)
     return rows

@@ -16,7 +16,7 @@ because both order the same float32-rounded float64 scores with the same tie-bre
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,12 @@ class BatchRewards:
     rewards: np.ndarray  # (B, J) int16, R_ij = exposed items the user clicked
     simulation_flops: float  # FLOPs the models actually computed for this batch
     flops_by_model: dict[str, float]  # the same, per model name
+    # (B, J) float32 E[R_ij] = Σ_{exposed} p(click) when the click model is known, else None
+    expected: np.ndarray | None = None
+
+
+# (B, N + 1) probability that each request's user clicks each item if exposed now
+ResponseModel = Callable[[np.ndarray, Sequence[Sequence[int]]], np.ndarray]
 
 
 def tie_sort(items: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -120,9 +126,18 @@ class AllChainSimulator:
 
     @torch.no_grad()
     def run(
-        self, ctx: Context, histories: Sequence[Sequence[int]], positives: Sequence[Sequence[int]]
+        self,
+        ctx: Context,
+        histories: Sequence[Sequence[int]],
+        positives: Sequence[Sequence[int]],
+        user_ids: np.ndarray | None = None,
+        response: ResponseModel | None = None,
     ) -> BatchRewards:
-        """Rewards (B, J) for one batch; ctx holds the same B requests in the same order."""
+        """Rewards (B, J) for one batch; ctx holds the same B requests in the same order.
+
+        With a known click model (``response``, and the requests' ``user_ids``), also the
+        expected rewards: each chain's exposed items' click probabilities, summed.
+        """
         b, n = len(histories), self.num_items
         if ctx["history"].shape[0] != b or len(positives) != b:
             raise ValueError(
@@ -170,11 +185,19 @@ class AllChainSimulator:
             nodes = children
         k_exposed = self.space.exposed_k
         rewards = np.zeros((b, len(self.chains)), dtype=np.int16)
+        expected = None
+        if response is not None:
+            if user_ids is None:
+                raise ValueError("expected rewards need the requests' user ids")
+            prob = torch.as_tensor(response(np.asarray(user_ids), histories), device=self.device)
+            expected = np.zeros((b, len(self.chains)), dtype=np.float32)
         for j, chain in enumerate(self.chains):
             node = nodes[chain.actions]
             exposed, valid = node.items[:, :k_exposed], node.valid[:, :k_exposed]
             rewards[:, j] = (clicked.gather(1, exposed) & valid).sum(1).cpu().numpy()
-        return BatchRewards(rewards, sum(spent.values()), spent)
+            if expected is not None:
+                expected[:, j] = (prob.gather(1, exposed) * valid).sum(1).cpu().numpy()
+        return BatchRewards(rewards, sum(spent.values()), spent, expected)
 
 
 def validate_request(
@@ -213,6 +236,8 @@ SAMPLE_SCHEMA = pa.schema(
         ("activity", pa.int64()),
         ("chain_idx", pa.list_(pa.int16())),  # indices into simulation.json "chains"
         ("reward", pa.list_(pa.int16())),  # R_ij for those chains, same order
+        # E[R_ij] for those chains when the click model is known (synthetic), else null
+        ("expected_reward", pa.list_(pa.float32())),
         ("simulation_flops", pa.float64()),  # this row's share of its batch's FLOPs
         ("error", pa.string()),  # why the request could not be simulated, else null
     ]
@@ -241,8 +266,10 @@ def simulate_table(
     requests: pa.Table,
     sampling: ChainSampling,
     flops_by_model: dict[str, float] | None = None,
+    response: ResponseModel | None = None,
 ) -> pa.Table:
-    """Reward samples (SAMPLE_SCHEMA) for a table of request-log rows.
+    """Reward samples (SAMPLE_SCHEMA) for a table of request-log rows (with
+    ``expected_reward`` when the click model, ``response``, is known).
 
     Malformed requests are kept as rows with ``error`` set and empty lists, so they are
     reported by id instead of silently dropped. FLOPs spent per model are added to
@@ -258,13 +285,15 @@ def simulate_table(
     good = [i for i, e in enumerate(errors) if e is None]
     chain_idx: list[list[int]] = [[] for _ in errors]
     rewards: list[list[int]] = [[] for _ in errors]
+    expected: list[list[float] | None] = [[] if response else None for _ in errors]
     flops = [0.0] * len(errors)
     if good:
         histories = [cols["history"][i] for i in good]
         ctx = make_context(
             user_table[[cols["user_id"][i] for i in good]], pad_histories(histories, max_history)
         )
-        result = sim.run(ctx, histories, [cols["positives"][i] for i in good])
+        result = sim.run(ctx, histories, [cols["positives"][i] for i in good],
+                         np.array([cols["user_id"][i] for i in good]), response)  # fmt: skip
         if flops_by_model is not None:
             for name, model_flops in result.flops_by_model.items():
                 flops_by_model[name] = flops_by_model.get(name, 0.0) + model_flops
@@ -273,6 +302,8 @@ def simulate_table(
             fraction = sampling.fraction if split in sampling.splits else 1.0
             keep = sample_chains(rid, len(sim.chains), fraction, sampling.seed)
             chain_idx[i], rewards[i] = keep.tolist(), result.rewards[row, keep].tolist()
+            if result.expected is not None:
+                expected[i] = result.expected[row, keep].tolist()
             flops[i] = result.simulation_flops / len(good)
     return pa.Table.from_pydict(
         {
@@ -283,6 +314,7 @@ def simulate_table(
             "activity": cols["activity"],
             "chain_idx": chain_idx,
             "reward": rewards,
+            "expected_reward": expected,
             "simulation_flops": flops,
             "error": errors,
         },

@@ -64,6 +64,9 @@ class EvaluateConfig:
     # Budgets (fractions of the full cost) at which GreenFlow is compared with the best
     # baseline in the headline; the grid is thickened so that several points fall inside.
     headline_fractions: tuple[float, float] = (0.15, 0.6)
+    # With a known click model (synthetic): GreenFlow against the true ceiling, on expected
+    # clicks, over this range of the full cost.
+    expected_fractions: tuple[float, float] = (0.2, 0.9)
 
 
 BASELINES = ("equal", "cras", "dcaf")  # the practical competitors of the headline
@@ -80,6 +83,7 @@ class EvalInputs:
     train_mean: np.ndarray  # (J,) mean true clicks on the reward (training) split
     estimates: dict[str, np.ndarray]  # reward-model variant -> Q̂ (N, J)
     users: np.ndarray  # (N,) user of each evaluation request (bootstrap unit)
+    expected: np.ndarray | None = None  # (N, J) E[R] from the known click model (synthetic)
 
 
 def load_inputs(run_dir: Path) -> EvalInputs:
@@ -98,6 +102,12 @@ def load_inputs(run_dir: Path) -> EvalInputs:
     R = np.zeros((len(ev), len(chains)))
     for row, (idx, rew) in enumerate(zip(ev["chain_idx"], ev["reward"], strict=True)):
         R[row, np.asarray(idx)] = rew
+    expected = None
+    if "expected_reward" in ev and ev["expected_reward"].notna().all():
+        expected = np.zeros_like(R)
+        for row, (idx, exp) in enumerate(zip(ev["chain_idx"], ev["expected_reward"],
+                                             strict=True)):  # fmt: skip
+            expected[row, np.asarray(idx)] = exp
     train = samples[samples["split"] == "reward"]
     train_mean = mean_reward_per_chain(
         [np.asarray(x) for x in train["chain_idx"]],
@@ -116,7 +126,7 @@ def load_inputs(run_dir: Path) -> EvalInputs:
             f"{run_dir / 'reward' / 'full.pt'}: run `greenflow train-reward` first"
         )
     return EvalInputs(chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
-                      train_mean, estimates, ev["user_id"].to_numpy())  # fmt: skip
+                      train_mean, estimates, ev["user_id"].to_numpy(), expected)  # fmt: skip
 
 
 def _rank_model_mask(chains: list[Chain], model: str) -> np.ndarray:
@@ -140,6 +150,8 @@ def build_policies(inputs: EvalInputs) -> dict[str, Any]:
         policies[f"cras-{m}"] = CRASPolicy(Q, inputs.stage_cost, chains, m)
     policies["dcaf"] = DCAFPolicy(Q, q, chains, free_stage=1)
     policies["oracle"] = OraclePolicy(inputs.R, q)
+    if inputs.expected is not None:  # the true ceiling: the exact solve on E[R]
+        policies["oracle-expected"] = OraclePolicy(inputs.expected, q)
     return policies
 
 
@@ -172,19 +184,15 @@ def headline(
     full, cheapest = int(np.argmax(q)), int(np.argmin(q))
     full_flops = float(q[full] * R.shape[0])
     value = ratio_ci(R[:, full], R[:, cheapest], users)
-    low, high = ev.headline_fractions
     rows = []
-    for i, budget in enumerate(budgets):
-        fraction = float(budget / full_flops)
-        if not low - 1e-9 <= fraction <= high + 1e-9:
-            continue
+    for i, fraction in _budgets_within(budgets, full_flops, ev.headline_fractions):
         best = max(BASELINES, key=lambda m: curves[m].clicks[i])
         mine = _clicks_per_request(curves["greenflow"], R, i)
         vs = {m: ratio_ci(mine, _clicks_per_request(curves[m], R, i), users).to_json()
               for m in (*BASELINES, "oracle")}  # fmt: skip
         rows.append({"budget_fraction": round(fraction, 4), "best_baseline": best,
                      "vs_best": vs[best], "vs": vs})  # fmt: skip
-    return {
+    doc = {
         "full_over_cheapest": {
             **value.to_json(),
             "full": inputs.chains[full].id,
@@ -193,20 +201,54 @@ def headline(
         "greenflow_vs_baselines": rows,
         "users": int(len(np.unique(users))),
     }
+    if inputs.expected is not None:
+        doc["expected"] = _expected_headline(inputs, curves, budgets, ev)
+    return doc
 
 
-def sweep_budgets(q: np.ndarray, n: int, ev: EvaluateConfig) -> np.ndarray:
+def _budgets_within(
+    budgets: np.ndarray, full_flops: float, fractions: tuple[float, float]
+) -> list[tuple[int, float]]:
+    """(index, fraction of the full cost) of the swept budgets within ``fractions``."""
+    low, high = fractions
+    return [(i, float(b / full_flops)) for i, b in enumerate(budgets)
+            if low - 1e-9 <= b / full_flops <= high + 1e-9]  # fmt: skip
+
+
+def _expected_headline(
+    inputs: EvalInputs, curves: dict[str, Curve], budgets: np.ndarray, ev: EvaluateConfig
+) -> dict[str, Any]:
+    """The same ratios on *expected* clicks (the known click model), GreenFlow against the
+    true ceiling ``oracle-expected`` included, over ``ev.expected_fractions``."""
+    E, q, users = inputs.expected, inputs.q, inputs.users
+    assert E is not None
+    full, cheapest = int(np.argmax(q)), int(np.argmin(q))
+    full_flops = float(q[full] * E.shape[0])
+    rows = []
+    for i, fraction in _budgets_within(budgets, full_flops, ev.expected_fractions):
+        mine = _clicks_per_request(curves["greenflow"], E, i)
+        vs = {m: ratio_ci(mine, _clicks_per_request(curves[m], E, i), users).to_json()
+              for m in (*BASELINES, "oracle-expected")}  # fmt: skip
+        rows.append({"budget_fraction": round(fraction, 4), "vs": vs})
+    return {
+        "full_over_cheapest": ratio_ci(E[:, full], E[:, cheapest], users).to_json(),
+        "greenflow_vs": rows,
+    }
+
+
+def sweep_budgets(q: np.ndarray, n: int, ev: EvaluateConfig, expected: bool = False) -> np.ndarray:
     """The even sweep from everyone-cheapest to everyone-full (``ev.budgets`` points), plus
     the headline range in steps of 5% of the full cost where no sweep point is within 1%
     (so the headline is checked at more than two points)."""
     full = float(q.max() * n)
     grid = budget_grid(q, n, ev.budgets)
-    low, high = ev.headline_fractions
-    extra = np.arange(low, high + 1e-9, 0.05) * full
+    ranges = [ev.headline_fractions, *([ev.expected_fractions] if expected else [])]
+    fractions = np.concatenate([np.arange(lo, hi + 1e-9, 0.05) for lo, hi in ranges])
+    extra = np.unique(np.round(fractions, 4)) * full
     extra = extra[
         (extra >= q.min() * n) & (np.abs(extra[:, None] - grid).min(axis=1) > 0.01 * full)
     ]
-    return np.sort(np.concatenate([grid, extra]))
+    return np.unique(np.concatenate([grid, extra]))
 
 
 def _pfec(
@@ -225,9 +267,10 @@ def run_evaluation(
     calibration = json.loads(calibration_path.read_text())
     inputs = load_inputs(run_dir)
     n = inputs.R.shape[0]
-    budgets = sweep_budgets(inputs.q, n, ev)
+    budgets = sweep_budgets(inputs.q, n, ev, expected=inputs.expected is not None)
     log(f"evaluating {n} requests x {len(inputs.chains)} chains at {len(budgets)} budgets")
-    curves = evaluate_policies(build_policies(inputs), inputs.R, inputs.q, budgets)
+    curves = evaluate_policies(build_policies(inputs), inputs.R, inputs.q, budgets,
+                               inputs.expected)  # fmt: skip
     full = int(np.argmax(inputs.q))
     full_clicks, full_flops = float(inputs.R[:, full].sum()), float(inputs.q[full] * n)
     oracle = curves["oracle"]
@@ -264,6 +307,7 @@ def run_evaluation(
                 "flops": c.flops,
                 "dual_price": c.dual_price,
                 "feasible": c.feasible,
+                **({"expected_clicks": c.expected_clicks} if c.expected_clicks else {}),
             }
             for k, c in curves.items()
         },  # fmt: skip
@@ -274,7 +318,9 @@ def run_evaluation(
         "full_chain": {"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
         "requests": n,
         "horizon": read_horizon(run_dir / "data"),
-        "chain_curve": chain_curve([c.id for c in inputs.chains], inputs.q, inputs.R),
+        "chain_curve": chain_curve(
+            [c.id for c in inputs.chains], inputs.q, inputs.R, inputs.expected
+        ),  # fmt: skip
         "headline": headline(inputs, curves, budgets, ev),
         "table_budget_flops": table_budget,
         "table2_action_subsets": table2,
@@ -414,4 +460,26 @@ def format_headline(doc: dict[str, Any]) -> str:
             + "".join(f" {vs[m]['ratio']:>8.3f}" for m in ("equal", "cras", "dcaf"))
             + f" {vs['oracle']['ratio']:>9.3f}"
         )
+    if "expected" in head:
+        lines += _format_expected(head["expected"])
     return "\n".join(lines)
+
+
+def _format_expected(expected: dict[str, Any]) -> list[str]:
+    """The known click model's block: ratios of *expected* clicks, the true ceiling too."""
+    value = expected["full_over_cheapest"]
+    lines = [
+        f"on expected clicks (known click model): full / cheapest {value['ratio']:.3f}x "
+        f"(95% CI {value['ci95'][0]:.3f}-{value['ci95'][1]:.3f})",
+        f"{'budget':>8} {'/ oracle-expected':>18} {'95% CI':>15}"
+        f" {'/ equal':>8} {'/ cras':>8} {'/ dcaf':>8}",
+    ]
+    for row in expected["greenflow_vs"]:
+        vs = row["vs"]
+        ceiling = vs["oracle-expected"]
+        lines.append(
+            f"{row['budget_fraction']:>8.0%} {ceiling['ratio']:>18.3f}"
+            f" {ceiling['ci95'][0]:>7.3f}-{ceiling['ci95'][1]:<7.3f}"
+            + "".join(f" {vs[m]['ratio']:>8.3f}" for m in ("equal", "cras", "dcaf"))
+        )
+    return lines

@@ -37,7 +37,7 @@ from ray.data.expressions import col
 from greenflow.config import Config, config_to_dict
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.chains import chain_costs, generate_chains
-from greenflow.platform.data.store import load_dataset, read_horizon
+from greenflow.platform.data.store import load_click_model, load_dataset, read_horizon
 from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
@@ -75,6 +75,8 @@ class SimulateStage:
         device = "cuda" if sim.num_gpus > 0 else "cpu"
         pool = load_pool(Path(run_dir))
         data = load_dataset(config.data_dir)
+        truth = load_click_model(config.data_dir)  # synthetic runs: expected rewards too
+        self.response = truth.response if truth is not None else None
         self.user_table = user_feature_table(data.users, pool.features)
         self.max_history = pool.features.max_history
         self.sampling = sim.sampling
@@ -88,9 +90,8 @@ class SimulateStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         spent: dict[str, float] = {}
-        out = simulate_table(
-            self.simulator, self.user_table, self.max_history, batch, self.sampling, spent
-        )
+        out = simulate_table(self.simulator, self.user_table, self.max_history, batch,
+                             self.sampling, spent, self.response)  # fmt: skip
         for name, flops in spent.items():  # ray_greenflow_flops_total{app="simulate"}
             self.flops_metric.record(flops, stage=self.stages[name], model=name)
         return out
@@ -215,6 +216,8 @@ def run_simulation(
         "batch_size": sim.batch_size,
         "chain_fraction": sim.sampling.fraction,
         "horizon": read_horizon(config.data_dir),
+        # synthetic runs: the samples carry E[R] from the known click model beside R
+        "expected_rewards": load_click_model(config.data_dir) is not None,
         "config": config_to_dict(config),
     }
     (config.run_dir / SIMULATION_FILE).write_text(json.dumps(doc, indent=2))

@@ -135,3 +135,37 @@ def test_batch_mismatch_is_an_error(pool) -> None:
     sim = AllChainSimulator(models, flops, SPACE, generate_chains(SPACE), 40)
     with pytest.raises(ValueError, match="batch mismatch"):
         sim.run(ctx, histories[:2], positives[:2])
+
+
+def test_expected_rewards_sum_the_click_probabilities_of_each_chains_exposed_items(pool) -> None:
+    from greenflow.platform.data.click_model import ClickModel
+
+    models, flops = pool
+    chains = generate_chains(SPACE)
+    rng = np.random.default_rng(4)
+    ctx, histories, positives = requests(rng, 10)
+    users = np.arange(1, 11)
+    truth = ClickModel(
+        user_latent=rng.normal(size=(11, 4)).astype(np.float32),
+        item_latent=rng.normal(size=(41, 4)).astype(np.float32),
+        item_seq_latent=rng.normal(size=(41, 4)).astype(np.float32),
+        user_bias=rng.normal(size=11).astype(np.float32),
+        item_bias=rng.normal(size=41).astype(np.float32),
+        user_seq_weight=rng.random(11).astype(np.float32),
+        item_log_popularity=np.zeros(41), click_weight=1.5, log_bias=-1.0,
+        response_bias=-2.0, recent=3, recency_decay=0.6,
+    )  # fmt: skip
+    sim = AllChainSimulator(models, flops, SPACE, chains, 40)
+    fast = sim.run(ctx, histories, positives, users, truth.response)
+    assert fast.expected is not None and fast.expected.shape == (10, len(chains))
+    for i in range(10):
+        one = {key: v[i : i + 1] for key, v in ctx.items()}
+        for j, chain in enumerate(chains):
+            exposed = run_chain(models, one, histories[i], chain, 40, SPACE.exposed_k)
+            padded = np.zeros((1, SPACE.exposed_k), np.int64)
+            padded[0, : len(exposed)] = exposed  # request 0 has fewer items than K left
+            hand = truth.expected_reward(users[i : i + 1], [histories[i]], padded)[0]
+            assert fast.expected[i, j] == pytest.approx(hand, rel=1e-5)
+    assert sim.run(ctx, histories, positives).expected is None  # logged data: none
+    with pytest.raises(ValueError, match="user ids"):
+        sim.run(ctx, histories, positives, None, truth.response)

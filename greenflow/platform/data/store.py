@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from greenflow.platform.data.click_model import TRUTH_FILE, ClickModel, draw_positives
 from greenflow.platform.data.requests import RequestConfig, assign_splits, iter_request_batches
 from greenflow.platform.data.schema import (
     REQUEST_SCHEMA,
@@ -39,14 +40,50 @@ def write_prepared(
     out_dir: Path,
     request_config: RequestConfig,
     extra_meta: dict[str, Any] | None = None,
+    truth: ClickModel | None = None,
 ) -> dict[str, Any]:
-    """Validate, build the request log and write all tables atomically; returns meta."""
+    """Validate, build the request log and write all tables atomically; returns meta.
+
+    With a known click model (``truth``: the synthetic source), every request's positives
+    are one draw of the model's response at the request time instead of logged future
+    clicks (horizon ``response``), and the model is saved beside the tables
+    (``click_model.TRUTH_FILE``) so the simulation can compute expected rewards.
+    """
     dataset.validate()
     splits = assign_splits(
         dataset.users["user_id"].to_numpy(), request_config.fractions, request_config.seed
     )
     batches = iter_request_batches(dataset.interactions, splits, request_config)
-    return write_tables(dataset, batches, out_dir, request_config, extra_meta, splits)
+    if truth is not None:
+        if request_config.horizon != "all":
+            raise ValueError(f"horizon {request_config.horizon!r}: a synthetic run's ground "
+                             "truth is its click model's response; the horizon does not apply")  # fmt: skip
+        batches = _drawn_positives(batches, truth, request_config.seed)
+        extra_meta = {**(extra_meta or {}), "horizon": RESPONSE_HORIZON,
+                      "ground_truth": TRUTH_FILE}  # fmt: skip
+    return write_tables(dataset, batches, out_dir, request_config, extra_meta, splits, truth)
+
+
+RESPONSE_HORIZON = "response"  # a synthetic run's ground truth (write_prepared)
+POSITIVE_DRAW_ROWS = 2048  # requests per (rows, N) response matrix: bounds the memory
+
+
+def _drawn_positives(
+    batches: Iterable[pa.RecordBatch], truth: ClickModel, seed: int
+) -> Iterator[pa.RecordBatch]:
+    """The batches with ``positives`` replaced by draws of the click model's response,
+    seeded per batch and row block, so the same config always gives the same data."""
+    column = REQUEST_SCHEMA.get_field_index("positives")
+    for b, batch in enumerate(batches):
+        users = batch.column("user_id").to_numpy()
+        histories = batch.column("history").to_pylist()
+        drawn: list[list[int]] = []
+        for start in range(0, len(users), POSITIVE_DRAW_ROWS):
+            stop = start + POSITIVE_DRAW_ROWS
+            drawn += draw_positives(truth, users[start:stop], histories[start:stop],
+                                    seed=(seed, 3, b, start))  # fmt: skip
+        yield batch.set_column(column, REQUEST_SCHEMA.field(column),
+                               pa.array(drawn, type=pa.list_(pa.int64())))  # fmt: skip
 
 
 def write_tables(
@@ -56,14 +93,18 @@ def write_tables(
     request_config: RequestConfig,
     extra_meta: dict[str, Any] | None = None,
     splits: dict[int, str] | None = None,
+    truth: ClickModel | None = None,
 ) -> dict[str, Any]:
-    """Write the entity tables, user splits and streamed request batches, then rename."""
+    """Write the entity tables, user splits, streamed request batches and the click model
+    (when known), then rename."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in ("interactions", "users", "items"):
         getattr(dataset, name).to_parquet(tmp / f"{name}.parquet", index=False)
+    if truth is not None:
+        truth.save(tmp / TRUTH_FILE)
     if splits is not None:
         pd.DataFrame({"user_id": list(splits), "split": list(splits.values())}).to_parquet(
             tmp / SPLITS_FILE, index=False
@@ -114,6 +155,12 @@ def read_meta(data_dir: Path) -> dict[str, Any]:
 def read_horizon(data_dir: Path) -> str:
     """The ground-truth horizon of a prepared dataset ("all" for data prepared before it existed)."""
     return str(read_meta(data_dir).get("horizon", "all"))
+
+
+def load_click_model(data_dir: Path) -> ClickModel | None:
+    """The known click model of a prepared synthetic dataset; None for logged data."""
+    path = Path(data_dir) / TRUTH_FILE
+    return ClickModel.load(path) if path.is_file() else None
 
 
 def load_dataset(data_dir: Path) -> CanonicalDataset:

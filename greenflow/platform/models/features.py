@@ -11,13 +11,15 @@ Item features are looked up inside the models from ``item_feats`` (N+1, F_i).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+# re-exported: the models' context is built from padded histories
+from greenflow.platform.data.requests import pad_histories as pad_histories
 
 Context = dict[str, torch.Tensor]
 
@@ -83,16 +85,6 @@ def user_feature_table(users: pd.DataFrame, features: FeatureSet) -> np.ndarray:
     for j, spec in enumerate(features.user):
         table[ids, j] = users[spec.name].to_numpy()
     return table
-
-
-def pad_histories(histories: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
-    """Left-pad (and keep the newest ``max_len`` of) each history; (B, max_len) int64."""
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for b, hist in enumerate(histories):
-        tail = np.asarray(hist, dtype=np.int64)[-max_len:]
-        if len(tail):
-            out[b, max_len - len(tail) :] = tail
-    return out
 
 
 def make_context(user_feats: np.ndarray, history: np.ndarray) -> Context:

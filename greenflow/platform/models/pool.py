@@ -102,6 +102,9 @@ class PoolConfig:
     # more than a rank model keeps, so the baseline is never weakened by the truncation.
     baseline_top_m: int = 1000
     head_k: int = 10  # hits@k / NDCG@k
+    # Validation requests head quality ranks the corpus for (a seeded sample when there
+    # are more): each costs a corpus scoring by every model.
+    head_requests: int = 2000
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
@@ -260,6 +263,8 @@ def train_pool(
                                      item_graphs(sequences, n, top_m, w))  # fmt: skip
         return graphs[top_m]
 
+    if len(val_requests) > config.head_requests:
+        val_requests = val_requests.sample(config.head_requests, random_state=tc.seed)
     heads = HeadRequests.from_frame(val_requests, users, features.max_history)
     baselines = {
         "popularity": heads.quality(PopularityRanker(popularity(sequences, n)), config.head_k),

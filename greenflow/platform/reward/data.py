@@ -104,6 +104,8 @@ class RewardData:
     activity: np.ndarray  # (N,) int64 interactions before the request
     reward: np.ndarray  # (N, J) float32 clicks R_ij; 0 where not observed
     mask: np.ndarray  # (N, J) bool: chain j was simulated for request i
+    # (N, J) float32 E[R_ij] from the known click model (synthetic runs), else None
+    expected: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -117,6 +119,7 @@ class RewardData:
             self.activity[index],
             self.reward[index],
             self.mask[index],
+            None if self.expected is None else self.expected[index],
         )
 
     def context(self, index: np.ndarray | slice) -> Context:
@@ -164,7 +167,7 @@ def load_reward_data(
     if not samples_dir.is_dir():
         raise FileNotFoundError(f"{samples_dir}: no reward samples; run `greenflow simulate`")
     table = pads.dataset(samples_dir, format="parquet").to_table(
-        columns=["request_id", "user_id", "activity", "chain_idx", "reward"],
+        columns=["request_id", "user_id", "activity", "chain_idx", "reward", "expected_reward"],
         filter=(pads.field("split") == split) & pads.field("error").is_null(),
     )
     # One chunk, so the list parent indices below are row numbers of the whole table.
@@ -182,6 +185,10 @@ def load_reward_data(
     mask = np.zeros((n, num_chains), dtype=bool)
     reward[rows, cols] = values
     mask[rows, cols] = True
+    expected = None
+    if table["expected_reward"].null_count == 0:  # synthetic: E[R] beside every R
+        expected = np.zeros((n, num_chains), dtype=np.float32)
+        expected[rows, cols] = pc.list_flatten(table["expected_reward"]).to_numpy()
 
     request_id = table["request_id"].to_numpy()
     log = pd.read_parquet(
@@ -202,6 +209,7 @@ def load_reward_data(
         activity=activity,
         reward=reward,
         mask=mask,
+        expected=expected,
     )
 
 

@@ -191,6 +191,8 @@ SEED_METRICS = (
     ("eval_field_rce_chain", "eval", ("field_rce", "chain")),
     ("eval_field_rce_activity", "eval", ("field_rce", "activity")),
     ("eval_uplift_corr", "eval", ("uplift_corr",)),
+    ("eval_expected_field_rce_chain", "eval", ("expected", "field_rce", "chain")),
+    ("eval_expected_uplift_corr", "eval", ("expected", "uplift_corr")),
 )
 
 
@@ -258,6 +260,8 @@ def train_reward_variants(
             "val_loss": val["loss"],
             "mae": val["mae"],
             "field_rce": val["field_rce"],
+            # synthetic runs: Field-RCE against E[R], the ground truth (validation users)
+            **({"field_rce_expected": val["expected"]["field_rce"]} if "expected" in val else {}),
             "val": val,
             "eval": evals,
             "params": sum(p.numel() for p in model.parameters()),
@@ -334,17 +338,24 @@ def format_ablation_table(doc: dict[str, Any]) -> str:
     def num(value: float | None, width: int, digits: int = 4) -> str:
         return f"{'n/a' if value is None else f'{value:.{digits}f}':>{width}}"
 
+    truth = any("expected" in (e.get("val") or {}) for e in doc.get("variants", {}).values())
+
     def row(label: str, split: str, m: dict[str, Any], flops: str = "") -> str:
         rce = m["field_rce"]
+        exp = m.get("expected") or {}
+        on_truth = (f" {num((exp.get('field_rce') or {}).get('chain'), 12)}"
+                    f" {num(exp.get('uplift_corr'), 11, 3)}") if truth else ""  # fmt: skip
         return (
             f"{label:<13} {split:<5} {m['loss']:>8.4f} {m['mae']:>7.4f} "
             f"{num(rce['chain'], 10)} {num(rce['activity'], 13)} "
-            f"{num(m.get('uplift_corr'), 9, 3)} {flops}"
+            f"{num(m.get('uplift_corr'), 9, 3)}{on_truth} {flops}"
         )
 
     lines = [
         f"{'variant':<13} {'split':<5} {'loss':>8} {'MAE':>7} {'RCE chain':>10} "
-        f"{'RCE activity':>13} {'uplift r':>9} {'MFLOPs/req':>11}"
+        f"{'RCE activity':>13} {'uplift r':>9}"
+        + (f" {'E[R] RCE ch.':>12} {'E[R] upl. r':>11}" if truth else "")
+        + f" {'MFLOPs/req':>11}"
     ]
     variants = {n: e for n in VARIANTS if (e := doc.get("variants", {}).get(n))}
     for name, entry in variants.items():

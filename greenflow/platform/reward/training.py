@@ -95,17 +95,23 @@ def loss_on(pred: np.ndarray, data: RewardData, kind: LossKind) -> float:
 def evaluate(
     pred: np.ndarray, data: RewardData, edges: np.ndarray, kind: LossKind
 ) -> dict[str, Any]:
-    """loss (the training ``kind``), both losses, MAE, Field-RCE (chain, activity) and more.
+    """loss (the training ``kind``), both losses, MAE, Field-RCE (chain, activity) and more;
+    with expected rewards (synthetic runs) also ``expected``: the same metrics against
+    E[R], the ground truth the realised clicks are draws of.
 
     Poisson loss is Q − R·log Q without the log R! term, so it can be negative; only
     differences between models on the same data mean anything.
     """
-    return {
+    buckets = bucketize(data.activity, edges)
+    out = {
         "loss": loss_on(pred, data, kind),
         "poisson_loss": loss_on(pred, data, "poisson"),
         "mse": loss_on(pred, data, "mse"),
-        **reward_metrics(pred, data.reward, data.mask, bucketize(data.activity, edges)),
+        **reward_metrics(pred, data.reward, data.mask, buckets),
     }
+    if data.expected is not None:
+        out["expected"] = reward_metrics(pred, data.expected, data.mask, buckets)
+    return out
 
 
 def train_reward_model(

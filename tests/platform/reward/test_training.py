@@ -136,3 +136,18 @@ def test_config_validation() -> None:
         RewardTrainConfig(loss="huber")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=">= 1"):
         dataclasses.replace(RewardTrainConfig(), epochs=0)
+
+
+def test_known_expected_rewards_get_their_own_metrics() -> None:
+    from greenflow.platform.reward.training import evaluate
+
+    data = learnable_data().val
+    edges = activity_bucket_edges(data.activity)
+    truth = np.where(data.mask, 1.0, 0.0).astype(np.float32)  # E[R] = 1 on every pair
+    known = dataclasses.replace(data, expected=truth)
+    assert "expected" not in evaluate(np.ones_like(truth), data, edges, "poisson")
+    exact = evaluate(np.ones_like(truth), known, edges, "poisson")["expected"]
+    assert exact["mae"] == pytest.approx(0.0) and exact["field_rce"]["chain"] == pytest.approx(0.0)
+    off = evaluate(np.full_like(truth, 1.5), known, edges, "poisson")["expected"]
+    assert off["mae"] == pytest.approx(0.5) and off["field_rce"]["chain"] > 0.4
+    assert known.subset(np.arange(3)).expected.shape == (3, truth.shape[1])  # kept by subsets
