@@ -15,7 +15,15 @@ and prints GreenFlow's and DCAF's true clicks at 20..60% of the full cost. If ev
 leaky estimates leave GreenFlow within a few percent of DCAF, the value of computation is
 concentrated in k₂ and the extra freedom (k₁, rank model) has little to give on this data.
 
+On a synthetic run (known click model) everything is scored on *expected* clicks, and
+three rows bound what an allocator could reach:
+
+  in-sample E[R] the reward model trained on the evaluation requests' expected rewards:
+                 the best a model of the request's features can do (a fair ceiling)
+  true E[R]      GreenFlow given the exact expected rewards (≈ oracle-expected)
+
     .venv/bin/python bench/allocation_headroom.py --run-dir runs/movielens-100k
+    .venv/bin/python bench/allocation_headroom.py --run-dir runs/synthetic
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greenflow.platform.allocation.baselines import DCAFPolicy, GreenFlowPolicy
+from greenflow.platform.allocation.baselines import DCAFPolicy, GreenFlowPolicy, OraclePolicy
 from greenflow.platform.evaluation import sweep
 from greenflow.platform.reward.model import VARIANTS
 from greenflow.platform.reward.run import fit_reward_model, load_training_data
@@ -41,7 +49,8 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
     args = parser.parse_args()
     inputs = load_inputs(args.run_dir)
-    R, q = inputs.R, inputs.q
+    q = inputs.q
+    R = inputs.R if inputs.expected is None else inputs.expected  # what the rows score
     budgets = np.array(FRACTIONS) * q.max() * len(R)
 
     train_config = RewardTrainConfig()
@@ -58,15 +67,25 @@ def main() -> None:
         "chain x act.": by_quartile,
         "chain mean": np.tile(R.mean(axis=0), (len(R), 1)),
     }
-    print(f"{len(R)} evaluation requests; true clicks at a fraction of the full cost")
-    print(f"{'estimates':<13} {'policy':<10}" + "".join(f"{f:>8.0%}" for f in FRACTIONS))
+    if inputs.expected is not None:
+        assert data.eval.expected is not None
+        on_truth = dataclasses.replace(data.eval, reward=data.eval.expected)
+        truth_fit = dataclasses.replace(data, train=on_truth, val=on_truth)
+        model, _ = fit_reward_model(truth_fit, VARIANTS["full"], train_config, log=lambda _: None)
+        estimates["in-sample E[R]"] = predict(model, data.encoding, data.eval)
+        estimates["true E[R]"] = inputs.expected
+    scored = "true" if inputs.expected is None else "expected"
+    print(f"{len(R)} evaluation requests; {scored} clicks at a fraction of the full cost")
+    print(f"{'estimates':<14} {'policy':<10}" + "".join(f"{f:>8.0%}" for f in FRACTIONS))
+    oracle = sweep(OraclePolicy(R, q), R, q, budgets).clicks
+    print(f"{'exact solve':<14} {'oracle':<10}" + "".join(f"{c:>8.0f}" for c in oracle))
     for name, Q in estimates.items():
         green = sweep(GreenFlowPolicy(Q, q), R, q, budgets).clicks
         dcaf = sweep(DCAFPolicy(Q, q, inputs.chains, free_stage=1), R, q, budgets).clicks
-        print(f"{name:<13} {'greenflow':<10}" + "".join(f"{c:>8.0f}" for c in green))
-        print(f"{'':<13} {'dcaf':<10}" + "".join(f"{c:>8.0f}" for c in dcaf))
+        print(f"{name:<14} {'greenflow':<10}" + "".join(f"{c:>8.0f}" for c in green))
+        print(f"{'':<14} {'dcaf':<10}" + "".join(f"{c:>8.0f}" for c in dcaf))
         print(
-            f"{'':<13} {'ratio':<10}"
+            f"{'':<14} {'ratio':<10}"
             + "".join(f"{a / b:>8.3f}" for a, b in zip(green, dcaf, strict=True))
         )
 
