@@ -11,85 +11,29 @@ the machine, including other test sessions' clusters.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from greenflow.config import config_to_dict, load_config
 from greenflow.platform.data.store import load_requests
+from tests.local_cluster import BIN, REPO, cluster_env, free_port, kill_marked, run
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent  # the venv's bin: `ray` and `greenflow` live here
-MARKER = "GREENFLOW_TEST_RAY_HEAD"
 JOB_TIMEOUT_S = 300
 SIMULATION_KEYS = {"requests", "chains", "rows", "wall_s", "requests_per_s", "simulation_flops",
                    "output"}  # fmt: skip
 # What `--working-dir .` must not upload besides the git-ignored paths (.venv, runs/).
 RUNTIME_ENV = {"excludes": [".git"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cluster_env(token_path: Path, marker: str) -> dict[str, str]:
-    """The environment of the head and of the CLI clients: token auth on, the token from our
-    own file, no inherited cluster address, the venv first on PATH (so the job's entrypoint
-    finds `greenflow`, as in an activated venv), and the marker our teardown looks for."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"}}  # fmt: skip
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_path),
-        RAY_USAGE_STATS_ENABLED="0",
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        **{MARKER: marker},
-    )
-    return env
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def kill_marked(marker: str) -> None:
-    """`ray stop --force` for this head only: SIGKILL every process carrying our marker (the
-    head's processes, its workers, and the job driver, which runs in a session of its own)."""
-    for _ in range(3):
-        victims = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get(MARKER) == marker:
-                    victims.append(proc)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        if not victims:
-            return
-        for proc in victims:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(signal.SIGKILL)
-        psutil.wait_procs(victims, timeout=10)
 
 
 def job_state(address: str, job_id: str, env: dict[str, str]) -> tuple[str, str]:

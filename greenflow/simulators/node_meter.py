@@ -26,6 +26,7 @@ sampling costs ≪ 1% of a core. :meth:`NodeMeter.stats` reports the measured fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -155,7 +156,8 @@ class NodeMeter:
         process_cpu_s = time.process_time() - self._start_process_cpu_s
         with self._lock:
             return {
-                "node": self.node_id,
+                "node": self.node_id,  # the node tag of every series this meter exports
+                "runs_on": ray.get_runtime_context().get_node_id(),  # where it really is
                 "interval_s": self.config.interval_s,
                 "sources": {d: s.value for d, s in self._meter.sources.items()},
                 "samples": self._samples,
@@ -178,20 +180,69 @@ class NodeMeter:
         self._meter.close()
 
 
+SUPERVISOR_NAME = "greenflow-node-meter-supervisor"
+DEFAULT_WATCH_S = 10.0
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class NodeMeterSupervisor:
+    """Starts a meter on every node that joins the cluster: every ``watch_s`` seconds it
+    runs :func:`start_node_meters` (idempotent) with the cluster's meter config."""
+
+    def __init__(self, config: NodeMeterConfig, watch_s: float) -> None:
+        self.config, self.watch_s = config, watch_s
+        self.rounds = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="greenflow-meter-watch",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.watch_s):
+            try:
+                _start_meters(self.config, detached=True, timeout_s=self.watch_s)
+                self.rounds += 1
+            except (ray.exceptions.RayError, TimeoutError) as err:  # a node mid-join or mid-death
+                logger.warning("node meter watch: %s", err)
+
+    def watched_rounds(self) -> int:
+        return self.rounds
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def start_node_meters(
     interval_s: float = DEFAULT_INTERVAL_S,
     config: NodeMeterConfig | None = None,
     *,
     detached: bool = True,
     timeout_s: float = 60.0,
+    watch_s: float | None = None,
 ) -> dict[str, ActorHandle]:
     """Start (or find) one meter on every alive node; returns node id → actor handle.
 
     Idempotent: a node whose meter already runs keeps it, with its original config.
     ``detached`` meters outlive the calling job, which is what a cluster-wide meter wants;
-    stop them with :func:`stop_node_meters`. Needs ``ray.init()`` done by the caller.
+    stop them with :func:`stop_node_meters`. With ``watch_s`` (detached only), a detached
+    supervisor also starts a meter on every node that joins later, checking every
+    ``watch_s`` seconds. Needs ``ray.init()`` done by the caller.
     """
     config = config or NodeMeterConfig(interval_s=interval_s)
+    handles = _start_meters(config, detached=detached, timeout_s=timeout_s)
+    if watch_s is not None:
+        if not detached:
+            raise ValueError("watch_s needs detached meters (the supervisor outlives the job)")
+        NodeMeterSupervisor.options(name=SUPERVISOR_NAME, namespace=NAMESPACE,
+                                    get_if_exists=True, lifetime="detached",
+                                    ).remote(config, watch_s)  # fmt: skip
+    return handles
+
+
+def _start_meters(
+    config: NodeMeterConfig, *, detached: bool, timeout_s: float
+) -> dict[str, ActorHandle]:
+    """One meter on every alive node (found if it runs, else started); waits until all run."""
     handles: dict[str, ActorHandle] = {}
     for node in ray.nodes():
         if not node["Alive"]:
@@ -225,15 +276,37 @@ def _meter_handles() -> dict[str, ActorHandle]:
 
 
 def node_meter_stats(timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every running meter's :meth:`NodeMeter.stats`, by node id."""
-    handles = _meter_handles()
-    stats = ray.get([h.stats.remote() for h in handles.values()], timeout=timeout_s)
-    return dict(zip(handles, stats, strict=True))
+    """Every running meter's :meth:`NodeMeter.stats`, by node id. Only meters that answer
+    within ``timeout_s`` are listed: a node that just died (its meter gone with it) may
+    still be listed alive for a few seconds, and must not stop the others' figures."""
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    refs = {k: h.stats.remote() for k, h in _meter_handles().items() if k in alive}
+    ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    out: dict[str, dict[str, Any]] = {}
+    for node_id, ref in refs.items():
+        try:
+            out[node_id] = ray.get(ref, timeout=0)
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            logger.warning("node meter %s did not answer: %s", node_id, err)
+    return out
 
 
 def stop_node_meters(timeout_s: float = 30.0) -> int:
-    """Stop and kill every node meter of the cluster; returns how many were stopped."""
-    handles = _meter_handles()
+    """Stop the supervisor, if any, then stop and kill every node meter of the cluster;
+    returns how many meters were stopped."""
+    try:
+        supervisor = ray.get_actor(SUPERVISOR_NAME, NAMESPACE)
+    except ValueError:
+        supervisor = None
+    if supervisor is not None:
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+            ray.get(supervisor.stop.remote(), timeout=timeout_s)
+        ray.kill(supervisor)
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    handles = {k: h for k, h in _meter_handles().items() if k in alive}
+    for node_id, handle in _meter_handles().items():
+        if node_id not in alive:
+            ray.kill(handle)  # its node is gone: nothing to stop, only the name to free
     try:
         ray.get([h.stop.remote() for h in handles.values()], timeout=timeout_s)
     except (ray.exceptions.RayError, TimeoutError) as err:  # kill them regardless
