@@ -13,7 +13,13 @@ clicks of the chains served (the simulated R_ij). Variants:
   serving           predictive + reserve for the expected arrivals (mean + 3 sd), exact λ
                     — the serving default
   serving-gradient  the same guard with gradient λ (tuned step size)
+  serving-forecast  the serving default, λ solved for the next window's *forecast*
+                    arrivals (the traffic profile's expected count) instead of the last
+                    window's count
   equal             the best fixed chain for the budget, serving guard
+
+"after spike μ" is the utilisation of the two windows that start after the spike ends:
+the under-spend a λ solved for the last (spike) window's traffic causes.
 
     .venv/bin/python bench/online_replay.py --run-dir runs/movielens-100k [--seconds 600]
 """
@@ -54,7 +60,8 @@ class Clock:
 def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals: np.ndarray,
                 rows: np.ndarray, budget: ComputeBudget, window_s: float, fit_price: float,
                 step_rel: float, smoothing: float, fixed: int | None,
-                reserve_sigmas: float = 3.0) -> dict[str, Any]:  # fmt: skip
+                reserve_sigmas: float = 3.0, profile: TrafficProfile | None = None,
+                ) -> dict[str, Any]:  # fmt: skip
     clock = Clock()
     gradient = name in ("paper-guard", "serving-gradient")
     controller = DualPriceController(
@@ -63,7 +70,14 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
         smoothing=smoothing if gradient else 0.0,
         initial_price=fit_price,
     )
-    driver = NearlineDriver(controller, q, budget, window_s, grace_s=0.2, clock=clock)
+    forecast = None
+    if name == "serving-forecast" and profile is not None:
+
+        def forecast(start: float, length: float) -> float:
+            return profile.expected_arrivals(start - EPOCH, length)
+
+    driver = NearlineDriver(controller, q, budget, window_s, grace_s=0.2, clock=clock,
+                            arrivals_forecast=forecast)  # fmt: skip
     online = OnlineAllocator(
         q, budget, window_s, fixed_chain=fixed, initial_price=fit_price, clock=clock,
         reserve_sigmas=None if name in ("paper-guard", "predictive") else reserve_sigmas,
@@ -88,6 +102,9 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
     driver.tick()
     windows = [w for w in driver.windows() if EPOCH <= w["t"] < EPOCH + arrivals[-1] - window_s]
     util = np.array([w["spend"] / w["budget"] for w in windows])
+    spike_end = EPOCH + (profile.spike_interval_s()[1] if profile else np.inf)
+    after = [w["spend"] / w["budget"] for w in windows
+             if spike_end <= w["t"] < spike_end + 2 * window_s]  # fmt: skip
     adherence = budget_adherence([w["spend"] for w in windows], [w["budget"] for w in windows],
                                  [w["requests"] for w in windows])  # fmt: skip
     return {
@@ -98,6 +115,7 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
         "utilisation_pct": adherence.utilisation_pct,
         "over_utilisation_pct": adherence.over_utilisation_pct,
         "max_utilisation": float(util.max()),
+        "after_spike_utilisation_pct": 100.0 * float(np.mean(after)) if after else None,
         "mean_utilisation": float(util.mean()),
         "guard_requests": int(sum(w["guard_requests"] for w in windows)),
     }
@@ -126,24 +144,25 @@ def main() -> None:
     Q_train = predict_rewards(args.run_dir, "full", "reward")
     fit = DualPriceController().fit(Q_train, q, per_request * len(Q_train)).price()
     results = {}
-    for name in ("paper-guard", "predictive", "serving", "serving-gradient", "equal"):
+    for name in ("paper-guard", "predictive", "serving", "serving-gradient", "serving-forecast",
+                 "equal"):  # fmt: skip
         fixed = assets.policy_chain("equal", per_request) if name == "equal" else None
         results[name] = run_variant(
             name, Q, R, q, arrivals, rows, budget, args.window_s, fit,
             float(tuned.get("step_size_rel", 1.0)), float(tuned.get("smoothing", 0.0)), fixed,
-            args.reserve_sigmas,
+            args.reserve_sigmas, profile,
         )  # fmt: skip
     print(f"{len(arrivals):,} requests over {args.seconds:.0f} s ({args.base_rate:g} req/s, 3x "
           f"spike in the middle third), {args.window_s:g} s windows, budget "
           f"{budget.flops_per_s():.3g} FLOPs/s; clicks are true clicks")  # fmt: skip
     head = (f"{'variant':<18}{'clicks':>8}{'FLOPs/req':>11}{'windows':>8}{'over >1%':>10}"
-            f"{'μ %':>8}{'ν %':>7}{'max util':>10}{'guarded':>9}")  # fmt: skip
+            f"{'μ %':>8}{'ν %':>7}{'max util':>10}{'guarded':>9}{'after spike μ %':>17}")  # fmt: skip
     print(head + "\n" + "-" * len(head))
     for name, r in results.items():
         print(f"{name:<18}{r['clicks']:>8.0f}{r['flops_per_request']:>11.3g}{r['windows']:>8d}"
               f"{r['over_budget_windows_pct']:>9.1f}%{r['utilisation_pct']:>8.2f}"
               f"{r['over_utilisation_pct']:>7.2f}{r['max_utilisation']:>10.3f}"
-              f"{r['guard_requests']:>9d}")  # fmt: skip
+              f"{r['guard_requests']:>9d}{r['after_spike_utilisation_pct'] or 0:>17.1f}")  # fmt: skip
     out = args.run_dir / "bench_online_replay.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"-> {out}")

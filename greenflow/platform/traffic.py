@@ -56,6 +56,15 @@ class TrafficProfile:
         # A spike_factor of 1 is no spike at all, whatever the segment says.
         return "spike" if start <= t_s < end and self.spike_factor != 1.0 else "steady"
 
+    def expected_arrivals(self, start_s: float, length_s: float) -> float:
+        """Expected requests in [start, start + length) (s from the start of the traffic):
+        the integral of the rate, exact (Λ is piecewise linear between the breaks)."""
+        t, cum = self._breaks()
+        span = np.clip([start_s, start_s + length_s], t[0], t[-1])
+        inside = float(np.diff(np.interp(span, t, cum))[0])
+        outside = max(0.0, length_s - float(span[1] - span[0]))  # before 0 / after the end
+        return inside + self.base_rate * outside
+
     def _breaks(self) -> tuple[np.ndarray, np.ndarray]:
         """Segment start times (s) and the expected arrivals before each: Λ at the breaks."""
         t = np.array([0.0, self.spike_start, self.spike_end, 1.0]) * self.duration_s

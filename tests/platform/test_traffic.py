@@ -63,3 +63,13 @@ def test_step_size_still_exports_the_moved_names() -> None:
     assert step_size.request_order is traffic.request_order
     assert step_size.budget_flops_per_s is traffic.budget_flops_per_s
     assert step_size.OVER_BUDGET_SLACK == traffic.OVER_BUDGET_SLACK
+
+
+def test_expected_arrivals_integrate_the_rate() -> None:
+    profile = TrafficProfile(base_rate=10.0, duration_s=30.0, spike_factor=3.0)  # spike 10-20 s
+    assert profile.expected_arrivals(0.0, 2.0) == pytest.approx(20.0)
+    assert profile.expected_arrivals(9.0, 2.0) == pytest.approx(10.0 + 30.0)  # across the onset
+    assert profile.expected_arrivals(19.5, 1.0) == pytest.approx(15.0 + 5.0)  # across the end
+    assert profile.expected_arrivals(29.0, 2.0) == pytest.approx(20.0)  # past the end: base
+    total = sum(profile.expected_arrivals(t, 0.5) for t in np.arange(0.0, 30.0, 0.5))
+    assert total == pytest.approx(10 * 10 + 30 * 10 + 10 * 10)

@@ -5,7 +5,10 @@ estimated rewards Q_i· of the requests they served, the chains chosen and the F
 When a window has ended (plus ``grace_s`` for the last reports in flight), the driver
 closes it: its record (spend, budget, λ used, requests) is kept and λ_{t+1} is computed
 from its samples and the next window's budget by the ``DualPriceController`` (gradient
-steps with the tuned step size, or the exact solve). Reports that arrive after their
+steps with the tuned step size, or the exact solve). With an ``arrivals_forecast`` (the
+expected requests of a window, e.g. from a known traffic profile or yesterday's curve),
+λ_{t+1} is solved for that many requests like the samples instead of for the last
+window's count: after a spike the price falls as soon as the traffic is forecast to. Reports that arrive after their
 window closed still count in its record (spend is never hidden), but no longer move λ.
 
 The whole state (λ, the controller's learned attributes, the recent records) round-trips
@@ -21,6 +24,7 @@ import dataclasses
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,9 @@ from greenflow.platform.allocation.primal_dual import Clock, DualPriceController
 MAX_RECORDS = 3600  # closed-window records kept (an hour of 1 s windows)
 MAX_CATCH_UP = 600  # windows closed one by one after a long gap; older ones are skipped
 MAX_REPORT_IDS = 100_000  # recent report ids remembered to drop duplicates
+
+# (window start s, window length s) -> expected requests in that window
+ArrivalsForecast = Callable[[float, float], float]
 
 
 @dataclass
@@ -58,6 +65,7 @@ class NearlineDriver:
         *,
         grace_s: float = 0.2,
         clock: Clock = time.time,
+        arrivals_forecast: ArrivalsForecast | None = None,
     ) -> None:
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0 seconds, got {window_s}")
@@ -69,6 +77,7 @@ class NearlineDriver:
         self.window_s = float(window_s)
         self.grace_s = float(grace_s)
         self.clock = clock
+        self.arrivals_forecast = arrivals_forecast
         self.records: deque[WindowRecord] = deque(maxlen=MAX_RECORDS)
         self._open: dict[float, _Window] = {}
         self._price_in: dict[float, float] = {}  # λ published when a window opened
@@ -166,9 +175,20 @@ class NearlineDriver:
         self.records.append(record)
         if w.Q:
             # λ_{t+1} from this window's samples and the next window's budget.
-            next_budget = self.window_budget_flops(start + self.window_s)
-            self.controller.update(np.concatenate(w.Q), self.q, next_budget)
+            samples = np.concatenate(w.Q)
+            next_start = start + self.window_s
+            self.controller.update(samples, self.q, self._solve_budget(next_start, len(samples)))
         return record
+
+    def _solve_budget(self, start: float, samples: int) -> float:
+        """The budget the next λ is solved for on ``samples`` requests: the window's budget,
+        rescaled to the sample count when the window's arrivals are forecast (samples drawn
+        like the forecast requests: each gets budget / forecast FLOPs on average)."""
+        budget = self.window_budget_flops(start)
+        if self.arrivals_forecast is None:
+            return budget
+        expected = float(self.arrivals_forecast(start, self.window_s))
+        return budget * samples / expected if expected > 0 else budget
 
     def state(self) -> dict[str, Any]:
         now = self.clock()

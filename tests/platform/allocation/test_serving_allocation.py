@@ -10,7 +10,7 @@ import pytest
 
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.decision import choose
-from greenflow.platform.allocation.nearline import NearlineDriver
+from greenflow.platform.allocation.nearline import ArrivalsForecast, NearlineDriver
 from greenflow.platform.allocation.online import OnlineAllocator, window_start
 from greenflow.platform.allocation.primal_dual import DualPriceController, SpendGuard
 from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
@@ -211,3 +211,26 @@ def test_a_spike_in_the_last_half_second_raises_the_reserve() -> None:
     # 6 arrivals in the last 0.5 s (this one too): 12 req/s × 2 s × 1 FLOP > C: no room
     d = alloc.decide(np.array([[1.0, 3.0]]))
     assert d.choice.tolist() == [0] and d.guarded.tolist() == [True]
+
+
+def test_forecast_arrivals_set_the_next_price() -> None:
+    """After a spike (4 requests in a window whose budget buys one expensive chain) the
+    next window is forecast to bring 1 request: λ is solved for that, and falls to 0."""
+
+    def closed_price(forecast: ArrivalsForecast | None) -> float:
+        clock = FakeClock(100.5)
+        controller = DualPriceController(method="exact", initial_price=0.01)
+        drv = NearlineDriver(controller, np.array([1.0, 10.0]), ComputeBudget("flops", 10.0),
+                             1.0, grace_s=0.2, clock=clock, arrivals_forecast=forecast)  # fmt: skip
+        drv.report(100.0, np.array([[1.0, 2.0]] * 4), np.array([0, 0, 0, 0]), 4.0)
+        clock.t = 101.3
+        drv.tick()
+        return drv.price()
+
+    last_count = closed_price(None)  # 4 requests, 10 FLOPs: nobody can have the 10-FLOP chain
+    assert last_count >= 1 / 9  # the upgrade (+1 click for +9 FLOPs) is priced out
+    assert closed_price(lambda start, length: 4.0) == pytest.approx(last_count)  # same count
+    assert closed_price(lambda start, length: 1.0) == pytest.approx(0.0, abs=1e-12)
+    seen = []
+    closed_price(lambda start, length: seen.append((start, length)) or 2.0)
+    assert seen == [(101.0, 1.0)]  # asked for the window the new price will serve
