@@ -65,10 +65,6 @@ class ClickModel:
     recent: int  # m: newest clicks the sequential affinity reads
     recency_decay: float  # g_k = decay^(age of click k), newest age 0
 
-    @property
-    def num_items(self) -> int:
-        return self.item_latent.shape[0] - 1
-
     def recency_weights(self) -> np.ndarray:
         """(m,) g for the newest m clicks, oldest first (the newest gets 1)."""
         return self.recency_decay ** np.arange(self.recent - 1, -1, -1, dtype=np.float64)
@@ -92,15 +88,16 @@ class ClickModel:
         """q (B, n) for the newest clicks ``recent`` (B, m; oldest first, left-padded with
         0) and candidates ``item_ids`` (B, n), or every item (B, N) when None; one (B, n)
         product per history slot, so memory stays O(B · n)."""
-        z = self.item_seq_latent.astype(np.float64)
+        z = self.item_seq_latent
+        candidates = (z[1:] if item_ids is None else z[item_ids]).astype(np.float64)
         log_g = np.log(self.recency_weights())[-recent.shape[1] :]
         best = None
         for k in range(recent.shape[1]):
-            query = z[recent[:, k]]  # (B, dim)
+            query = z[recent[:, k]].astype(np.float64)  # (B, dim)
             if item_ids is None:
-                dot = query @ z[1:].T
+                dot = query @ candidates.T
             else:
-                dot = np.einsum("bd,bnd->bn", query, z[item_ids])
+                dot = np.einsum("bd,bnd->bn", query, candidates)
             dot = np.where(recent[:, k : k + 1] > 0, dot + log_g[k], -np.inf)
             best = dot if best is None else np.maximum(best, dot)
         mean, sd = self.max_moments
@@ -120,8 +117,8 @@ class ClickModel:
     def probability(
         self, user_ids: np.ndarray, recent: np.ndarray, item_ids: np.ndarray, bias: float
     ) -> np.ndarray:
-        """p (B, n) = sigmoid(bias + b_u + β a) for users (B,), their newest clicks (B, m)
-        and candidates (B, n)."""
+        """p (B, n) = sigmoid(bias + b_u + c_i + β a) for users (B,), their newest clicks
+        (B, m) and candidates (B, n)."""
         user_ids = np.asarray(user_ids)
         s = np.einsum("bd,bnd->bn", self.user_latent[user_ids], self.item_latent[item_ids])
         q = self.sequential_affinity(recent, item_ids)
@@ -130,7 +127,8 @@ class ClickModel:
 
     def response(self, user_ids: np.ndarray, histories: Sequence[Sequence[int]]) -> np.ndarray:
         """(B, N + 1) probability that each request's user clicks each item if a chain
-        exposes it now (column 0, padding, is 0). Two (B, dim) × (dim, N) products."""
+        exposes it now (column 0, padding, is 0): one (B, dim) × (dim, N) product for the
+        taste and one per history slot for the sequential relation."""
         user_ids = np.asarray(user_ids)
         recent = pad_histories(histories, self.recent)
         s = self.user_latent[user_ids].astype(np.float64) @ self.item_latent[1:].T
