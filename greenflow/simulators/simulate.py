@@ -37,7 +37,12 @@ from ray.data.expressions import col
 from greenflow.config import Config, config_to_dict
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.chains import chain_costs, generate_chains
-from greenflow.platform.data.store import load_click_model, load_dataset, read_horizon
+from greenflow.platform.data.store import (
+    has_click_model,
+    load_click_model,
+    load_dataset,
+    read_horizon,
+)
 from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
@@ -217,7 +222,7 @@ def run_simulation(
         "chain_fraction": sim.sampling.fraction,
         "horizon": read_horizon(config.data_dir),
         # synthetic runs: the samples carry E[R] from the known click model beside R
-        "expected_rewards": load_click_model(config.data_dir) is not None,
+        "expected_rewards": has_click_model(config.data_dir),
         "config": config_to_dict(config),
     }
     (config.run_dir / SIMULATION_FILE).write_text(json.dumps(doc, indent=2))

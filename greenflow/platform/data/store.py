@@ -157,10 +157,14 @@ def read_horizon(data_dir: Path) -> str:
     return str(read_meta(data_dir).get("horizon", "all"))
 
 
+def has_click_model(data_dir: Path) -> bool:
+    """Whether a prepared dataset comes with its known click model (synthetic runs)."""
+    return (Path(data_dir) / TRUTH_FILE).is_file()
+
+
 def load_click_model(data_dir: Path) -> ClickModel | None:
     """The known click model of a prepared synthetic dataset; None for logged data."""
-    path = Path(data_dir) / TRUTH_FILE
-    return ClickModel.load(path) if path.is_file() else None
+    return ClickModel.load(Path(data_dir) / TRUTH_FILE) if has_click_model(data_dir) else None
 
 
 def load_dataset(data_dir: Path) -> CanonicalDataset:
