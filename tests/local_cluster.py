@@ -24,18 +24,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: `ray` and `greenflow` live here
 MARKER = "GREENFLOW_TEST_RAY_HEAD"
-T = TypeVar("T")
 START_TIMEOUT_S = 120
 RESULT = "RESULT "  # the prefix of a driver's result line
 
@@ -179,15 +175,3 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-def wait_until(predicate: Callable[[], T], timeout_s: float, interval_s: float = 1.0) -> T:
-    """Poll ``predicate()`` until it returns something truthy; that value, or TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not true within {timeout_s} s")
-        time.sleep(interval_s)

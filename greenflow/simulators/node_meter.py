@@ -263,6 +263,10 @@ def _start_meters(
     return handles
 
 
+def _alive_node_ids() -> set[str]:
+    return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
 def _meter_handles() -> dict[str, ActorHandle]:
     handles: dict[str, ActorHandle] = {}
     for actor in ray.util.list_named_actors(all_namespaces=True):
@@ -279,7 +283,7 @@ def node_meter_stats(timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
     """Every running meter's :meth:`NodeMeter.stats`, by node id. Only meters that answer
     within ``timeout_s`` are listed: a node that just died (its meter gone with it) may
     still be listed alive for a few seconds, and must not stop the others' figures."""
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    alive = _alive_node_ids()
     refs = {k: h.stats.remote() for k, h in _meter_handles().items() if k in alive}
     ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
     out: dict[str, dict[str, Any]] = {}
@@ -302,10 +306,12 @@ def stop_node_meters(timeout_s: float = 30.0) -> int:
         with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
             ray.get(supervisor.stop.remote(), timeout=timeout_s)
         ray.kill(supervisor)
-    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    handles = {k: h for k, h in _meter_handles().items() if k in alive}
+    alive = _alive_node_ids()
+    handles = {}
     for node_id, handle in _meter_handles().items():
-        if node_id not in alive:
+        if node_id in alive:
+            handles[node_id] = handle
+        else:
             ray.kill(handle)  # its node is gone: nothing to stop, only the name to free
     try:
         ray.get([h.stop.remote() for h in handles.values()], timeout=timeout_s)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from tests.local_cluster import LocalCluster, wait_until
+from tests.local_cluster import LocalCluster
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.multinode, pytest.mark.slow]
 
@@ -48,6 +49,11 @@ def meters_on_every_node(cluster: LocalCluster) -> dict | None:
     return doc if sorted(doc["stats"]) == doc["alive"] else None
 
 
+def node_lost(cluster: LocalCluster, before: set[str]) -> dict | None:
+    doc = driver(cluster, "observe")
+    return doc if set(doc["alive"]) != before else None
+
+
 def test_one_meter_per_node_survives_a_lost_worker_and_comes_to_a_new_one() -> None:
     with LocalCluster(head_cpus=1) as cluster:
         cluster.add_worker("worker_a")
@@ -63,14 +69,15 @@ def test_one_meter_per_node_survives_a_lost_worker_and_comes_to_a_new_one() -> N
 
             before = set(doc["alive"])
             assert cluster.kill_worker("worker_b") > 0
-            after = wait_until(lambda: (d := driver(cluster, "observe"))["alive"] != sorted(
-                before) and d, timeout_s=90)  # fmt: skip
+            after = wait_for("the cluster to see the lost node",
+                             lambda: node_lost(cluster, before), 90, period_s=1.0)  # fmt: skip
             assert len(after["alive"]) == 2
             assert sorted(after["stats"]) == after["alive"]  # the two others still meter
             assert all(s["new_samples"] > 0 for s in after["stats"].values()), after
 
             cluster.add_worker("worker_c")
-            joined = wait_until(lambda: meters_on_every_node(cluster), timeout_s=60)
+            joined = wait_for("a meter on the new node",
+                              lambda: meters_on_every_node(cluster), 60, period_s=1.0)  # fmt: skip
             assert len(joined["alive"]) == 3
             (new,) = set(joined["alive"]) - before
             assert joined["stats"][new]["runs_on"] == new

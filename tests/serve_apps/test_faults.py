@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.serve_apps.conftest import call
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -85,17 +86,6 @@ class Load:
 
     def between(self, t0: float, t1: float = float("inf")) -> list[Result]:
         return [r for r in self.results if t0 <= r.t < t1]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, period_s: float = 0.1) -> Any:
-    """Poll ``check`` until it returns a truthy value (returned); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(period_s)
-    pytest.fail(f"{what}: not within {timeout_s:.0f} s")
 
 
 def report(name: str, **numbers: Any) -> None:
