@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.allocation.nearline import NearlineDriver
+from greenflow.platform.allocation.nearline import ArrivalsForecast, NearlineDriver
 from greenflow.platform.allocation.online import OnlineAllocator
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.reward.store import predict_rewards
@@ -47,6 +48,11 @@ EPOCH = 1_800_000_000.7  # replay clock start (Unix s): 0.7 s into a window, so 
 # spike starts mid-window as it does live (an aligned start flatters the guard)
 POLL_S = 0.1
 SLACK = 1.01  # a window is over budget when spend > C × this
+
+
+def _profile_arrivals(profile: TrafficProfile, start: float, length: float) -> float:
+    """The profile's expected requests in the replay window [start, start + length)."""
+    return profile.expected_arrivals(start - EPOCH, length)
 
 
 class Clock:
@@ -70,12 +76,9 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
         smoothing=smoothing if gradient else 0.0,
         initial_price=fit_price,
     )
-    forecast = None
+    forecast: ArrivalsForecast | None = None
     if name == "serving-forecast" and profile is not None:
-
-        def forecast(start: float, length: float) -> float:
-            return profile.expected_arrivals(start - EPOCH, length)
-
+        forecast = partial(_profile_arrivals, profile)
     driver = NearlineDriver(controller, q, budget, window_s, grace_s=0.2, clock=clock,
                             arrivals_forecast=forecast)  # fmt: skip
     online = OnlineAllocator(

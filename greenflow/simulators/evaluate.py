@@ -375,8 +375,8 @@ def plot(doc: dict[str, Any], run_dir: Path) -> None:
     others = [c for name, m in doc["methods"].items() if name not in ("oracle", "oracle-expected")
               for c in m[key]]  # fmt: skip
     top, bottom = max(others), min(others)
-    ceiling = max(ceilings, key=lambda n: max(doc["methods"].get(n, {key: [0]})[key]))
-    ceiling_top = max(doc["methods"][ceiling][key])
+    ceiling_top, ceiling = max((max(doc["methods"][n][key]), n) for n in ceilings
+                               if n in doc["methods"])  # fmt: skip
     if ceiling_top > top + 0.5 * (top - bottom):
         ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.15 * (top - bottom))
         ax.text(0.3, 0.97, f"{ceiling} (exact solve) reaches {ceiling_top:,.0f}: off the chart",
