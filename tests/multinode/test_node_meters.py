@@ -45,8 +45,11 @@ def driver(cluster: LocalCluster, action: str) -> dict:
 
 
 def meters_on_every_node(cluster: LocalCluster) -> dict | None:
+    """The observation once every alive node has a meter seen in both of its snapshots (a
+    meter that started between them has no sample count to compare yet)."""
     doc = driver(cluster, "observe")
-    return doc if sorted(doc["stats"]) == doc["alive"] else None
+    seen_twice = all(s["new_samples"] is not None for s in doc["stats"].values())
+    return doc if sorted(doc["stats"]) == doc["alive"] and seen_twice else None
 
 
 def node_lost(cluster: LocalCluster, before: set[str]) -> dict | None:
