@@ -305,7 +305,8 @@ def _app_overrides(args: argparse.Namespace) -> dict[str, object]:
     """AppArgs fields given on the command line (None = the builder's default)."""
     fields = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
               "window_s", "guard_tolerance", "allocator_replicas", "stage_replicas",
-              "rank_num_gpus", "step_method", "carbon_schedule_csv")  # fmt: skip
+              "rank_num_gpus", "step_method", "carbon_schedule_csv", "stage_resources",
+              "allocator_resources", "driver_resources")  # fmt: skip
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
 
@@ -322,6 +323,17 @@ def _tune_options(parser: argparse.ArgumentParser) -> None:
         help="optuna (TPE, default) or random (Ray's BasicVariantGenerator)",
     )
     parser.add_argument("--seed", type=int, default=0, help="searcher seed")
+
+
+def _json_object(text: str) -> dict[str, object]:
+    """An argparse type: a JSON object (never evaluated as Python)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
@@ -342,6 +354,10 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allocator-replicas", type=int, default=None)
     parser.add_argument("--stage-replicas", type=int, default=None)
     parser.add_argument("--rank-num-gpus", type=float, default=None, help="GPU per rank replica")
+    for who in ("stage", "allocator", "driver"):
+        parser.add_argument(f"--{who}-resources", type=_json_object, default=None,
+                            help=f"custom Ray resources per {who} replica/actor, as JSON, "
+                                 """e.g. '{"model_node": 0.01}' (placement)""")  # fmt: skip
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -24,6 +24,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -136,17 +138,40 @@ class LocalCluster:
         if started.returncode != 0:
             raise RuntimeError(f"ray start --head failed:\n{started.stdout}{started.stderr}")
 
-    def add_worker(self, name: str, num_cpus: float = 1) -> None:
-        """Start worker node ``name`` with custom resource ``{name: 1}`` (to steer placement)."""
+    def add_worker(
+        self, name: str, num_cpus: float = 1, resources: dict[str, float] | None = None
+    ) -> None:
+        """Start worker node ``name`` with custom resource ``{name: 1}`` (to steer placement)
+        plus ``resources`` (e.g. a resource several workers share)."""
         marker = f"{self.marker}-{name}-{uuid.uuid4().hex[:6]}"
         args = [str(BIN / "ray"), "start", f"--address={self.address}",
-                f"--num-cpus={num_cpus}", *self._node_args({name: 1})]  # fmt: skip
+                f"--num-cpus={num_cpus}", *self._node_args({name: 1, **(resources or {})})]  # fmt: skip
         started = run(args, cluster_env(self.token_path, marker), timeout=START_TIMEOUT_S)
         if started.returncode != 0:
             raise RuntimeError(
                 f"ray start (worker {name}) failed:\n{started.stdout}{started.stderr}"
             )
         self.workers[name] = marker
+
+    def node_ids(self) -> dict[str, str]:
+        """Alive nodes: node id -> the name of the node (``head`` or a worker's name), read
+        from each node's own custom resource through the dashboard's state API."""
+        rows = self.state("nodes", {"state": "ALIVE"})
+        names = {"head", *self.workers}
+        return {r["node_id"]: next(k for k in r["resources_total"] if k in names) for r in rows}
+
+    def state(self, resource: str, filters: dict[str, str] | None = None) -> list[dict]:
+        """Rows of the state API (``/api/v0/<resource>``, e.g. actors, nodes) with
+        ``key=value`` filters; needs ``dashboard=True``."""
+        query = [("limit", "10000"), ("detail", "true")]
+        for key, value in (filters or {}).items():
+            query += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+        request = urllib.request.Request(
+            f"{self.dashboard_address}/api/v0/{resource}?{urllib.parse.urlencode(query)}",
+            headers={"Authorization": f"Bearer {self.token_path.read_text().strip()}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return json.loads(resp.read())["data"]["result"]["result"]
 
     def kill_worker(self, name: str) -> int:
         """SIGKILL every process of worker node ``name``, as a lost machine; returns how many."""

@@ -65,6 +65,12 @@ class AppArgs(BaseModel):
     allocator_num_cpus: float = Field(0.25, gt=0)
     stage_num_cpus: float = Field(0.25, gt=0)
     rank_num_gpus: float = Field(0.0, ge=0, description="GPU per rank-stage replica")
+    # Placement on a cluster: custom Ray resources (`ray start --resources='{"…": n}'`)
+    # each replica or actor asks for, e.g. {"model_node": 0.01} to keep stage replicas on
+    # the nodes that offer "model_node". Empty: anywhere with CPU.
+    stage_resources: dict[str, float] = Field(default_factory=dict)
+    allocator_resources: dict[str, float] = Field(default_factory=dict)
+    driver_resources: dict[str, float] = Field(default_factory=dict)
     stage_timeout_s: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
@@ -75,6 +81,10 @@ class AppArgs(BaseModel):
             raise ValueError(
                 "give at most one of budget_flops_per_s, budget_power_w, budget_carbon_g_per_h"
             )
+        for name in ("stage_resources", "allocator_resources", "driver_resources"):
+            bad = {k: v for k, v in getattr(self, name).items() if not (v > 0 and k)}
+            if bad:
+                raise ValueError(f"{name}: amounts must be > 0 and names non-empty, got {bad}")
         if not Path(self.run_dir).is_absolute():
             raise ValueError(
                 f"run_dir must be absolute (replicas may run elsewhere): {self.run_dir}"
@@ -129,6 +139,7 @@ def build_app(args: AppArgs | dict) -> Application:
         budget=budget, window_s=window_s, expected_rate_rps=args.expected_rate_rps,
         step_size_rel=tuned.get("step_size_rel", 1.0), method=args.step_method,
         smoothing=tuned.get("smoothing", 0.0), reward_variant=args.reward_variant,
+        resources=dict(args.driver_resources),
     )  # fmt: skip
     config = AllocatorConfig(
         app_name=args.app_name, run_dir=str(run_dir), policy=args.policy, budget=budget,
@@ -144,11 +155,13 @@ def build_app(args: AppArgs | dict) -> Application:
             stages[model] = StageModel.options(
                 name=f"stage-{model}",
                 num_replicas=args.stage_replicas,
-                ray_actor_options={"num_cpus": args.stage_num_cpus, "num_gpus": gpus},
+                ray_actor_options={"num_cpus": args.stage_num_cpus, "num_gpus": gpus,
+                                   "resources": dict(args.stage_resources)},
             ).bind(str(run_dir), model, args.app_name)
     return Allocator.options(
         num_replicas=args.allocator_replicas,
-        ray_actor_options={"num_cpus": args.allocator_num_cpus},
+        ray_actor_options={"num_cpus": args.allocator_num_cpus,
+                           "resources": dict(args.allocator_resources)},
     ).bind(config, stages)
 
 

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,9 @@ class DriverConfig:
     grace_s: float = 0.2
     reward_variant: str = "full"
     warm_start: bool = True
+    # custom Ray resources the actor asks for (placement); Ray restarts it, after a lost
+    # node, on any node that offers them, so give more than one node these resources
+    resources: dict[str, float] = field(default_factory=dict)
 
     def checkpoint_path(self) -> Path:
         return Path(self.run_dir) / "serve" / self.app_name / CHECKPOINT_FILE
@@ -212,6 +215,7 @@ def start_driver(config: DriverConfig) -> Any:
         max_restarts=-1,
         max_task_retries=-1,
         num_cpus=DRIVER_NUM_CPUS,
+        resources=dict(config.resources),
         max_concurrency=4,  # reports, state polls and window queries never queue behind each other
     ).remote(config)
 

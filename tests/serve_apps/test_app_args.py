@@ -44,3 +44,28 @@ def test_carbon_budget_follows_the_schedule(tmp_path) -> None:
     assert budget.flops_per_s(midnight + 3600) == pytest.approx(
         2 * budget.flops_per_s(midnight + 13 * 3600)
     )
+
+
+def test_placement_resources_reach_the_replicas_and_the_driver(tmp_path) -> None:
+    from greenflow.serve_apps.app import build_app
+
+    run = _run(tmp_path)
+    chains = {"chains": [{"id": "m@5", "flops": 10.0}], "num_chains": 1,
+              "config": {"chains": {"stages": [{"name": "rank", "models": ["din"],
+                                                "item_scales": [5]}], "exposed_k": 5}}}  # fmt: skip
+    (tmp_path / "simulation.json").write_text(json.dumps(chains))
+    app = build_app(AppArgs(run_dir=run, stage_resources={"model_node": 0.5},
+                            allocator_resources={"head": 0.01},
+                            driver_resources={"nearline": 0.01}))  # fmt: skip
+    ingress = app._bound_deployment
+    assert ingress.ray_actor_options["resources"] == {"head": 0.01}
+    config, stages = ingress.init_args
+    assert config.driver.resources == {"nearline": 0.01}
+    (stage,) = stages.values()
+    assert stage._bound_deployment.ray_actor_options["resources"] == {"model_node": 0.5}
+
+
+@pytest.mark.parametrize("bad", [{"node": 0.0}, {"node": -1.0}, {"": 1.0}])
+def test_placement_resources_are_validated(tmp_path, bad) -> None:
+    with pytest.raises(ValueError, match="stage_resources"):
+        AppArgs(run_dir=_run(tmp_path), stage_resources=bad)
