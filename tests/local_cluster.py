@@ -106,6 +106,7 @@ class LocalCluster:
         self.dashboard_port = free_port()
         self.head_cpus, self.dashboard = head_cpus, dashboard
         self.workers: dict[str, str] = {}  # name -> marker of its processes
+        self.started: set[str] = set()  # every worker name ever started, killed ones too
 
     @property
     def address(self) -> str:
@@ -152,13 +153,15 @@ class LocalCluster:
                 f"ray start (worker {name}) failed:\n{started.stdout}{started.stderr}"
             )
         self.workers[name] = marker
+        self.started.add(name)
 
     def node_ids(self) -> dict[str, str]:
         """Alive nodes: node id -> the name of the node (``head`` or a worker's name), read
         from each node's own custom resource through the dashboard's state API."""
         rows = self.state("nodes", {"state": "ALIVE"})
-        names = {"head", *self.workers}
-        return {r["node_id"]: next(k for k in r["resources_total"] if k in names) for r in rows}
+        names = {"head", *self.started}
+        return {r["node_id"]: next((k for k in r["resources_total"] if k in names), "?")
+                for r in rows}  # fmt: skip
 
     def state(self, resource: str, filters: dict[str, str] | None = None) -> list[dict]:
         """Rows of the state API (``/api/v0/<resource>``, e.g. actors, nodes) with

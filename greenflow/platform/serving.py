@@ -93,6 +93,13 @@ class ServingAssets:
             f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}"
         )
 
+    def fallback_chain(self, failed: set[str], current: int) -> int:
+        """Where a request goes after stage models ``failed``: the cheapest chain that
+        avoids all of them, or ``current`` again when every chain needs one (another
+        replica of that model may answer: Serve routes around a replica that failed)."""
+        ok = [j for j, c in enumerate(self.chains) if all(a.model not in failed for a in c.actions)]
+        return min(ok, key=lambda j: float(self.q[j])) if ok else current
+
     def resolve(
         self,
         user_id: int,

@@ -10,8 +10,8 @@ the driver is down the replica keeps serving with its last λ and keeps the repo
 it is back (bounded: the oldest are dropped and counted beyond ``MAX_BUFFERED``).
 
 A failed or timed-out stage degrades the request to the cheapest chain that avoids the
-failed model (or retries the same chain once when every chain needs that model); only
-when that fails too does the client get a 503. Bad input gets a 4xx with a message and
+failed models (or retries the same chain when every chain needs one of them, so another
+replica answers); only after ``MAX_CHAIN_ATTEMPTS`` tries does the client get a 503. Bad input gets a 4xx with a message and
 never reaches a model. The core logic lives in ``platform.serving`` and
 ``platform.allocation.online``; this module is the Serve adapter.
 """
@@ -66,6 +66,9 @@ ReportRow = tuple[float, np.ndarray, int, float, bool]
 # One report call: id, window start, Q (n, J), chains (n,), FLOPs spent, guarded requests.
 Report = tuple[str, float, np.ndarray, np.ndarray, float, int]
 MAX_PENDING_REPORTS = 10_000
+# Chains tried per request when stages fail (a lost node takes a replica of every model
+# on it, so the fallback chain's models may fail too before Serve routes around them).
+MAX_CHAIN_ATTEMPTS = 3
 
 
 class RecommendBody(BaseModel):
@@ -96,9 +99,12 @@ class AllocatorConfig:
 
 
 class StageFailure(RuntimeError):
-    def __init__(self, model: str, cause: BaseException) -> None:
+    """A stage call failed or timed out; ``flops`` were spent by the stages before it."""
+
+    def __init__(self, model: str, cause: BaseException, flops: float = 0.0) -> None:
         super().__init__(f"stage model {model!r} failed: {type(cause).__name__}: {cause}")
         self.model = model
+        self.flops = flops
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -287,16 +293,9 @@ class Allocator:
                 result: StageResult = await asyncio.wait_for(call, self.config.stage_timeout_s)
             except Exception as err:
                 call.cancel()
-                raise StageFailure(action.model, err) from err
+                raise StageFailure(action.model, err, flops) from err
             candidates, flops = result.items, flops + result.flops
         return (candidates or [])[: req.k], flops
-
-    def _fallback(self, failed: str) -> int | None:
-        """Cheapest chain that avoids the failed model; None when every chain needs it."""
-        ok = [
-            j for j, c in enumerate(self.assets.chains) if all(a.model != failed for a in c.actions)
-        ]
-        return min(ok, key=lambda j: self.assets.q[j]) if ok else None
 
     # -- HTTP ----------------------------------------------------------------------------
     @app.post("/recommend")
@@ -323,20 +322,24 @@ class Allocator:
         allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
-        degraded = False
-        try:
-            items, flops = await self._run_chain(req, self.assets.chains[j])
-        except StageFailure as failure:
-            degraded = True
-            fallback = self._fallback(failure.model)
-            self.counts["degraded"] += 1
+        failed: set[str] = set()
+        wasted = 0.0  # FLOPs of the stages that ran before a failed one: spent all the same
+        for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
             try:
-                j = j if fallback is None else fallback
                 items, flops = await self._run_chain(req, self.assets.chains[j])
-            except StageFailure as again:
-                self.counts["errors"] += 1
-                self.online.refund(predicted)
-                return _error(503, f"{again}; request {request_id} not served, retry later")
+                flops += wasted
+                break
+            except StageFailure as failure:
+                failed.add(failure.model)
+                wasted += failure.flops
+                if attempt == 1:
+                    self.counts["degraded"] += 1
+                if attempt == MAX_CHAIN_ATTEMPTS:
+                    self.counts["errors"] += 1
+                    self.online.refund(predicted - wasted)
+                    return _error(503, f"{failure}; request {request_id} not served, retry later")
+                j = self.assets.fallback_chain(failed, j)
+        degraded = bool(failed)
         self.online.refund(predicted - flops)  # account what was actually spent
         self._record(decision, Q, j, flops)
         chain = self.assets.chains[j]

@@ -75,6 +75,17 @@ def test_policy_chains(assets) -> None:
             assets.policy_chain(bad, 1.0)
 
 
+def test_fallback_avoids_every_failed_model_at_the_least_cost(assets) -> None:
+    # the tiny space: recall dssm, pre-rank youtube_dnn, rank din or dien
+    full = int(np.argmax(assets.q))
+    dien = [j for j, c in enumerate(assets.chains) if c.actions[-1].model == "dien"]
+    assert assets.fallback_chain({"din"}, full) == min(dien, key=lambda j: assets.q[j])
+    # every chain needs the recall and the pre-rank model: the same chain again
+    assert assets.fallback_chain({"dssm"}, full) == full
+    assert assets.fallback_chain({"din", "youtube_dnn"}, 3) == 3
+    assert assets.fallback_chain({"din", "dien"}, 3) == 3
+
+
 def test_reward_scorer_matches_the_offline_estimates(assets, serve_run) -> None:
     frame = load_requests(serve_run.data_dir, "eval").head(6)
     expected = predict_rewards(serve_run.run_dir, "full", frame)

@@ -317,7 +317,7 @@ def test_stage_replica_killed_under_load(faults_app) -> None:
            replaced_s=round(t_replaced - t_kill, 2), din_served_again_s=round(t_din - t_kill, 2),
            max_latency_s=round(max(r.latency_s for r in results), 2),
            after_non_200=sum(r.status != 200 for r in after))  # fmt: skip
-    assert len(non_200) <= 0.10 * len(results), non_200[:5]
-    assert outage and sum(r.status == 200 for r in outage) >= 0.9 * len(outage)
+    assert not non_200, non_200[:5]  # a failed din call falls back to a chain without it
+    assert outage
     assert degraded or not din_before  # din chains were chosen: some fell back meanwhile
     assert all(r.status == 200 and not r.doc["degraded"] for r in after), after[:5]
