@@ -107,6 +107,7 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
         submit(cluster, "simulate-reference", config, config_file)
         wait_finished(cluster, "simulate-reference")
         expected = pads.dataset(samples, format="parquet").to_table()
+        reference_wall_s = json.loads((config.run_dir / "simulation.json").read_text())["wall_s"]
 
         submit(cluster, "simulate-node-loss", config, config_file)
 
@@ -143,4 +144,5 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
     assert differing_columns(got, expected) == {}
     print("MULTINODE simulate: " + json.dumps({
         "requests": got.num_rows, "actors": placed, "parts_written_at_kill": written_at_kill,
-        "job_s_after_kill": round(recovery_s, 1), "wall_s": summary["wall_s"]}))  # fmt: skip
+        "job_s_after_kill": round(recovery_s, 1), "wall_s": summary["wall_s"],
+        "reference_wall_s": reference_wall_s}))  # fmt: skip
