@@ -1,7 +1,8 @@
 """Online allocation replayed on a fake clock: guards and λ updates compared over many windows.
 
 The serving core (``OnlineAllocator`` + ``NearlineDriver``, exactly what the Serve replicas
-and the driver actor run) is driven request by request on an injected clock, over the
+and the driver actor run, through ``platform.allocation.replay.replay_serving``, as the
+step-size tune) is driven request by request on an injected clock, over the
 evaluation requests of a run with Poisson arrivals (base rate, a 3x spike in the middle
 third). No Ray, no HTTP: the decisions and the windows are the same, the timing is ideal
 (λ polled every 0.1 s, windows closed 0.2 s after they end), and the clicks are the TRUE
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +36,25 @@ import numpy as np
 
 from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.allocation.nearline import ArrivalsForecast, NearlineDriver
-from greenflow.platform.allocation.online import OnlineAllocator
 from greenflow.platform.allocation.primal_dual import DualPriceController
+from greenflow.platform.allocation.replay import EPOCH_S, ServingSettings, replay_serving
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.platform.serving import load_serving_assets
 from greenflow.platform.traffic import TrafficProfile, request_order
 from greenflow.simulators.evaluate import load_inputs
 
-EPOCH = 1_800_000_000.7  # replay clock start (Unix s): 0.7 s into a window, so the
-# spike starts mid-window as it does live (an aligned start flatters the guard)
-POLL_S = 0.1
 SLACK = 1.01  # a window is over budget when spend > C × this
 
-
-def _profile_arrivals(profile: TrafficProfile, start: float, length: float) -> float:
-    """The profile's expected requests in the replay window [start, start + length)."""
-    return profile.expected_arrivals(start - EPOCH, length)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = EPOCH
-
-    def __call__(self) -> float:
-        return self.t
+# name -> (λ update, guard): the serving core with these settings
+VARIANTS = {
+    "paper-guard": dict(method="gradient", reserve_sigmas=None, guard_tolerance=0.05,
+                        predictive=False),
+    "predictive": dict(method="exact", reserve_sigmas=None),
+    "serving": dict(method="exact"),
+    "serving-gradient": dict(method="gradient"),
+    "serving-forecast": dict(method="exact"),
+    "equal": dict(method="exact"),
+}  # fmt: skip
 
 
 def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals: np.ndarray,
@@ -68,51 +62,26 @@ def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals
                 step_rel: float, smoothing: float, fixed: int | None,
                 reserve_sigmas: float = 3.0, profile: TrafficProfile | None = None,
                 ) -> dict[str, Any]:  # fmt: skip
-    clock = Clock()
-    gradient = name in ("paper-guard", "serving-gradient")
-    controller = DualPriceController(
-        step_size=step_rel * fit_price if gradient else None,
-        method="gradient" if gradient else "exact",
-        smoothing=smoothing if gradient else 0.0,
-        initial_price=fit_price,
-    )
-    forecast: ArrivalsForecast | None = None
-    if name == "serving-forecast" and profile is not None:
-        forecast = partial(_profile_arrivals, profile)
-    driver = NearlineDriver(controller, q, budget, window_s, grace_s=0.2, clock=clock,
-                            arrivals_forecast=forecast)  # fmt: skip
-    online = OnlineAllocator(
-        q, budget, window_s, fixed_chain=fixed, initial_price=fit_price, clock=clock,
-        reserve_sigmas=None if name in ("paper-guard", "predictive") else reserve_sigmas,
-        guard_tolerance=0.05 if name == "paper-guard" else 0.0,
-        predictive=name != "paper-guard",  # the paper's guard: reactive, past C (1 + ε)
+    knobs: dict[str, Any] = {"reserve_sigmas": reserve_sigmas, **VARIANTS[name]}
+    if knobs["method"] == "gradient":
+        knobs |= {"step_size_rel": step_rel, "smoothing": smoothing}
+    forecast = profile.expected_arrivals if name == "serving-forecast" and profile else None
+    result = replay_serving(
+        Q[rows], q, arrivals, budget, ServingSettings(window_s=window_s, **knobs), fit_price,
+        clicks=R[rows], fixed_chain=fixed, arrivals_forecast=forecast,
     )  # fmt: skip
-    clicks = flops = 0.0
-    next_poll = EPOCH
-    for t, i in zip(arrivals, rows, strict=True):
-        clock.t = EPOCH + float(t)
-        while next_poll <= clock.t:  # the replica's poll: the driver's λ, windows closed
-            saved, clock.t = clock.t, next_poll
-            driver.tick()
-            online.set_price(driver.price())
-            clock.t, next_poll = saved, next_poll + POLL_S
-        d = online.decide(Q[i : i + 1])
-        j = int(d.choice[0])
-        driver.report(d.window_start_s, Q[i : i + 1], d.choice, float(q[j]), int(d.guarded[0]))
-        clicks += float(R[i, j])
-        flops += float(q[j])
-    clock.t = EPOCH + float(arrivals[-1]) + 2 * window_s + 1.0
-    driver.tick()
-    windows = [w for w in driver.windows() if EPOCH <= w["t"] < EPOCH + arrivals[-1] - window_s]
+    # full windows only: from the replay's start to one window before its last arrival
+    windows = [w for w in result.windows
+               if EPOCH_S <= w["t"] < EPOCH_S + arrivals[-1] - window_s]  # fmt: skip
     util = np.array([w["spend"] / w["budget"] for w in windows])
-    spike_end = EPOCH + (profile.spike_interval_s()[1] if profile else np.inf)
+    spike_end = EPOCH_S + (profile.spike_interval_s()[1] if profile else np.inf)
     after = [w["spend"] / w["budget"] for w in windows
              if spike_end <= w["t"] < spike_end + 2 * window_s]  # fmt: skip
     adherence = budget_adherence([w["spend"] for w in windows], [w["budget"] for w in windows],
                                  [w["requests"] for w in windows])  # fmt: skip
     return {
-        "clicks": clicks,
-        "flops_per_request": flops / len(rows),
+        "clicks": result.clicks,
+        "flops_per_request": result.flops / len(rows),
         "windows": len(windows),
         "over_budget_windows_pct": 100.0 * float((util > SLACK).mean()),
         "utilisation_pct": adherence.utilisation_pct,

@@ -18,7 +18,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,7 +57,9 @@ class AppArgs(BaseModel):
         None, description="daily intensity CSV (time,g_per_kwh); replaces the constant"
     )
     window_s: float | None = Field(None, gt=0, description="default: tuned, else 2 s")
-    step_method: Literal["gradient", "exact"] = "exact"
+    step_method: Literal["gradient", "exact"] | None = Field(
+        None, description="λ update; default: the tuned one, else the exact re-solve"
+    )
     guard_tolerance: float = Field(0.0, ge=0)
     reward_variant: str = "full"
     allocator_replicas: int = Field(1, ge=1)
@@ -116,13 +118,19 @@ def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
     return ComputeBudget("flops", value, jpf, pfec)
 
 
-def tuned_step(run_dir: Path) -> dict[str, float]:
-    """``step_size_rel``, ``window_s`` and ``smoothing`` of ``greenflow tune step-size``."""
+def tuned_step(run_dir: Path) -> dict[str, Any]:
+    """``method``, ``step_size_rel``, ``window_s`` and ``smoothing`` of ``greenflow tune
+    step-size`` (what it tuned on the serving core is what is served)."""
     path = run_dir / STEP_SIZE_FILE
     if not path.is_file():
         return {}
     doc = json.loads(path.read_text())
-    return {k: float(doc[k]) for k in ("step_size_rel", "window_s", "smoothing") if k in doc}
+    tuned: dict[str, Any] = {
+        k: float(doc[k]) for k in ("step_size_rel", "window_s", "smoothing") if k in doc
+    }
+    if doc.get("method") in ("exact", "gradient"):
+        tuned["method"] = doc["method"]
+    return tuned
 
 
 def build_app(args: AppArgs | dict) -> Application:
@@ -137,7 +145,8 @@ def build_app(args: AppArgs | dict) -> Application:
     driver = DriverConfig(
         run_dir=str(run_dir), app_name=args.app_name, deployment_id=uuid.uuid4().hex,
         budget=budget, window_s=window_s, expected_rate_rps=args.expected_rate_rps,
-        step_size_rel=tuned.get("step_size_rel", 1.0), method=args.step_method,
+        step_size_rel=tuned.get("step_size_rel", 1.0),
+        method=args.step_method or tuned.get("method", "exact"),
         smoothing=tuned.get("smoothing", 0.0), reward_variant=args.reward_variant,
         resources=dict(args.driver_resources),
     )  # fmt: skip
@@ -155,13 +164,18 @@ def build_app(args: AppArgs | dict) -> Application:
             stages[model] = StageModel.options(
                 name=f"stage-{model}",
                 num_replicas=args.stage_replicas,
-                ray_actor_options={"num_cpus": args.stage_num_cpus, "num_gpus": gpus,
-                                   "resources": dict(args.stage_resources)},
+                ray_actor_options={
+                    "num_cpus": args.stage_num_cpus,
+                    "num_gpus": gpus,
+                    "resources": dict(args.stage_resources),
+                },
             ).bind(str(run_dir), model, args.app_name)
     return Allocator.options(
         num_replicas=args.allocator_replicas,
-        ray_actor_options={"num_cpus": args.allocator_num_cpus,
-                           "resources": dict(args.allocator_resources)},
+        ray_actor_options={
+            "num_cpus": args.allocator_num_cpus,
+            "resources": dict(args.allocator_resources),
+        },
     ).bind(config, stages)
 
 

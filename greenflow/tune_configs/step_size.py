@@ -1,32 +1,37 @@
-"""``greenflow tune step-size``: Ray Tune search over Algorithm 1's η, window and smoothing.
+"""``greenflow tune step-size``: Ray Tune search over Algorithm 1's λ update, η, window
+and smoothing, on the serving core itself.
 
 The objective (``step_size_objective``, pure, no Ray) replays the evaluation requests
-through ``platform.allocation.primal_dual.replay``: choices from the reward model's Q̂,
-realised clicks from the simulated true rewards R. Traffic (``TrafficProfile``): a seeded
-order of the requests (a fresh permutation per pass, as many passes as needed) with
-arrival times of a Poisson process whose rate is ``base_rate`` req/s, then
-``spike_factor`` × that for the middle segment (thirds of the timeline by default), then
-``base_rate`` again. Windows start at t = 0, so every window length in the space that
-divides ``duration_s`` gives whole windows.
+through ``platform.allocation.replay.replay_serving`` — the allocator replica
+(``OnlineAllocator``: cached λ, predictive guard with its reserve) and the nearline driver
+(``NearlineDriver``) that the Serve app runs, on an injected clock — so what is tuned is
+what is served. Choices come from the reward model's Q̂, realised clicks from the
+simulated true rewards R. Traffic (``TrafficProfile``): a seeded order of the requests (a
+fresh permutation per pass, as many passes as needed) with arrival times of a Poisson
+process whose rate is ``base_rate`` req/s, then ``spike_factor`` × that for the middle
+segment (thirds of the timeline by default), then ``base_rate`` again, starting 0.7 s
+into a wall-clock window as live traffic does.
 
 Budget: ``budget_flops_per_s = budget_fraction × q.max() × base_rate`` (default fraction
 0.5: half of serving everyone the full chain at the base rate); a window of ``window_s``
 seconds gets ``budget_flops_per_s × window_s`` FLOPs, so during the spike the same
-budget must cover three times the requests. The controller is warm-started (``fit``) on a
-calibration slice, the first ``calibration_fraction`` of the seeded order, at the same
-per-request budget as the base rate; the replay uses the other requests only.
+budget must cover three times the requests. The warm-start λ is fitted on a calibration
+slice, the first ``calibration_fraction`` of the seeded order, at the same per-request
+budget as the base rate (as the driver's warm start); the replay uses the other requests.
 
 Score: total true clicks − penalty × (windows with spend > budget × 1.01) × (mean clicks
 per window). Mean clicks per window × windows = total clicks, so the penalty is
 ``penalty × over-budget share × clicks`` and compares fairly across window lengths.
 
-η is searched relative to the fitted λ (``step_size_rel``; ``step_size=None`` in the
-controller is a relative step of 1), log-uniform in [0.01, 100]; the absolute η
-(clicks/FLOP) is what the best file records as ``step_size``. Every trial reports once,
-so there is nothing for an early-stopping scheduler to stop: trials run FIFO, proposed by
-Optuna's TPE (``searcher="random"``: Ray's BasicVariantGenerator).
+The λ update is searched (``method``: the exact re-solve each window, or gradient steps);
+η relative to the fitted λ (``step_size_rel``), log-uniform in [0.01, 100]; the absolute η
+(clicks/FLOP) is what the best file records as ``step_size`` (None for the exact
+re-solve). Every trial reports once, so there is nothing for an early-stopping scheduler
+to stop: trials run FIFO, proposed by Optuna's TPE (``searcher="random"``: Ray's
+BasicVariantGenerator).
 
-The best config goes to ``<run-dir>/tune/step_size_best.json`` for the serving issue.
+The best config goes to ``<run-dir>/tune/step_size_best.json``; ``greenflow serve`` loads
+its ``method``, ``step_size_rel``, ``window_s`` and ``smoothing`` by default.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ import numpy as np
 from ray import tune
 
 from greenflow.platform.allocation.adherence import budget_adherence
-from greenflow.platform.allocation.primal_dual import DualPriceController, replay
+from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.allocation.primal_dual import DualPriceController
+from greenflow.platform.allocation.replay import ServingSettings, replay_serving
 from greenflow.platform.reward.store import TUNE_DIR, write_json
 from greenflow.platform.traffic import (
     OVER_BUDGET_SLACK,
@@ -66,7 +73,8 @@ class StepSizeProblem:
     budget_fraction: float = 0.5
     calibration_fraction: float = 0.2
     penalty: float = 1.0  # mean window clicks lost per over-budget window
-    guard_tolerance: float = 0.05  # the serving SpendGuard's ε; math.inf: no guard
+    guard_tolerance: float = 0.0  # the serving guard's ε (AppArgs.guard_tolerance)
+    reserve_sigmas: float | None = 3.0  # the serving guard's reserve; None: none
 
     def __post_init__(self) -> None:
         if not self.budget_fraction > 0:
@@ -98,6 +106,19 @@ def fitted_price(Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem) -> floa
     return fit_controller(DualPriceController(), Q, q, problem).price()
 
 
+def serving_settings(params: dict[str, Any], problem: StepSizeProblem) -> ServingSettings:
+    """The serving core's settings for a trial's ``params`` (method, step_size_rel,
+    window_s, smoothing) and the problem's guard."""
+    return ServingSettings(
+        window_s=float(params["window_s"]),
+        method=params.get("method", "gradient"),
+        step_size_rel=float(params["step_size_rel"]),
+        smoothing=float(params["smoothing"]),
+        guard_tolerance=problem.guard_tolerance,
+        reserve_sigmas=problem.reserve_sigmas,
+    )
+
+
 def step_size_objective(
     params: dict[str, Any],
     Q: np.ndarray,
@@ -105,50 +126,44 @@ def step_size_objective(
     q: np.ndarray,
     problem: StepSizeProblem = StepSizeProblem(),
 ) -> dict[str, float]:
-    """Replay the traffic with Algorithm 1 at ``params`` (step_size_rel, window_s,
-    smoothing); Q (N, J) estimated clicks decide, R (N, J) true clicks are counted."""
+    """Replay the traffic through the serving core (``replay_serving``: the allocator
+    replica and the nearline driver the app runs) at ``params``; Q (N, J) estimated clicks
+    decide, R (N, J) true clicks are counted."""
     Q = np.asarray(Q, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
-    window_s = float(params["window_s"])
+    settings = serving_settings(params, problem)
     lam0 = fitted_price(Q, q, problem)
-    eta = float(params["step_size_rel"]) * lam0
-    controller = DualPriceController(
-        step_size=eta, method="gradient", smoothing=float(params["smoothing"])
-    )
-    fit_controller(controller, Q, q, problem)
     _, rows = calibration_split(Q.shape[0], problem)
     arrival = problem.traffic.arrivals()
+    if not arrival.size:
+        raise ValueError("the traffic profile produced no requests")
     served = rows[request_order(rows.size, arrival.size, problem.traffic.seed + 1)]
     per_s = budget_flops_per_s(q, problem.traffic.base_rate, problem.budget_fraction)
-    budget = per_s * window_s
-    records = replay(
-        Q[served], q, arrival, window_s=window_s, budget_flops=budget, controller=controller,
-        guard_tolerance=problem.guard_tolerance, clicks=R[served], start_s=0.0,
-    )  # fmt: skip
-    if not records:
-        raise ValueError("the traffic profile produced no requests")
-    spend = np.array([r.spend_flops for r in records])
-    clicks_w = np.array([r.clicks or 0.0 for r in records])
+    result = replay_serving(Q[served], q, arrival, ComputeBudget("flops", per_s), settings,
+                            lam0, clicks=R[served])  # fmt: skip
+    windows = result.windows
+    spend = np.array([w["spend"] for w in windows])
+    budget = np.array([w["budget"] for w in windows])
     over = int(np.sum(spend > budget * OVER_BUDGET_SLACK))
-    adherence = budget_adherence(spend, np.full(len(spend), budget),
-                                 [r.requests for r in records]).to_json()  # fmt: skip
-    clicks = float(clicks_w.sum())
-    score = clicks - problem.penalty * over * (clicks / len(records))
+    adherence = budget_adherence(spend, budget, [w["requests"] for w in windows]).to_json()
+    clicks = float(result.clicks or 0.0)
+    score = clicks - problem.penalty * over * (clicks / len(windows))
+    gradient = settings.method == "gradient"
     return {
         "score": score,
         "clicks": clicks,
-        "windows": len(records),
+        "windows": len(windows),
         "over_budget_windows": over,
-        "over_budget_windows_pct": 100.0 * over / len(records),
+        "over_budget_windows_pct": 100.0 * over / len(windows),
         **{k: adherence[k] for k in ("utilisation_pct", "over_utilisation_pct")},
         "mean_utilisation": float(np.mean(spend / budget)),
         "max_utilisation": float(np.max(spend / budget)),
-        "guard_requests": int(sum(r.guard_requests for r in records)),
+        "guard_requests": int(result.guarded.sum()),
         "requests": int(arrival.size),
         "fitted_dual_price": lam0,
-        "step_size": eta,
-        "final_dual_price": controller.price(),
+        "step_size": settings.step_size_rel * lam0 if gradient else None,
+        "final_dual_price": result.final_price,
     }
 
 
@@ -170,8 +185,10 @@ class StepSizeTuneConfig:
 
 
 def search_space(config: StepSizeTuneConfig) -> dict[str, Any]:
-    """η relative to the fitted λ, window length (s) and smoothing."""
+    """λ update (exact re-solve or gradient), η relative to the fitted λ, window length
+    (s) and smoothing."""
     return {
+        "method": tune.choice(["exact", "gradient"]),
         "step_size_rel": tune.loguniform(1e-2, 100.0),
         "window_s": tune.choice(list(config.window_choices)),
         "smoothing": tune.uniform(0.0, 0.9),
@@ -194,9 +211,14 @@ def _describe(trial: Any) -> str:
     return (
         f"score {r.get('score', float('nan')):.1f}, clicks {r.get('clicks', float('nan')):.1f}, "
         f"over budget {r.get('over_budget_windows_pct', float('nan')):.1f}% of windows "
-        f"(eta x{c['step_size_rel']:.3g} of fitted lambda, window {c['window_s']:g} s, "
-        f"smoothing {c['smoothing']:.2f})"
+        f"({_update(c)}, window {c['window_s']:g} s, smoothing {c['smoothing']:.2f})"
     )
+
+
+def _update(params: dict[str, Any]) -> str:
+    if params.get("method") == "exact":
+        return "exact re-solve"
+    return f"gradient, eta x{params['step_size_rel']:.3g} of fitted lambda"
 
 
 def step_size_path(run_dir: Path) -> Path:
@@ -263,11 +285,11 @@ def run_step_size_tune(
     trials.sort(key=lambda t: -float("inf") if t["score"] is None else -t["score"])
     m, params = best.metrics, dict(best.config)
     doc = {
-        "step_size": m["step_size"],  # absolute η, clicks/FLOP
+        "step_size": m["step_size"],  # absolute η, clicks/FLOP (None: exact re-solve)
         "step_size_rel": params["step_size_rel"],  # η / fitted λ
         "window_s": params["window_s"],
         "smoothing": params["smoothing"],
-        "method": "gradient",
+        "method": params["method"],
         "score": m["score"],
         "clicks": m["clicks"],
         "over_budget_windows_pct": m["over_budget_windows_pct"],
@@ -305,8 +327,13 @@ def format_best(doc: dict[str, Any]) -> str:
             f"(clicks {doc['clicks']:.1f}, {doc['over_budget_windows_pct']:.1f}% of "
             f"{doc['windows']} windows over budget, mean utilisation "
             f"{doc['mean_utilisation']:.3f})",
-            f"  step_size        {doc['step_size']:.3g} clicks/FLOP "
-            f"({doc['step_size_rel']:.3g} x fitted lambda {doc['fitted_dual_price']:.3g})",
+            f"  method           {doc['method']}"
+            + (
+                ""
+                if doc["step_size"] is None
+                else f"; step_size {doc['step_size']:.3g} clicks/FLOP "
+                f"({doc['step_size_rel']:.3g} x fitted lambda {doc['fitted_dual_price']:.3g})"
+            ),
             f"  window_s         {doc['window_s']:g}",
             f"  smoothing        {doc['smoothing']:.3f}",
             f"  budget           {doc['budget_flops_per_s'] / 1e9:.3g} GFLOP/s "

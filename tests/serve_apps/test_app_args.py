@@ -69,3 +69,14 @@ def test_placement_resources_reach_the_replicas_and_the_driver(tmp_path) -> None
 def test_placement_resources_are_validated(tmp_path, bad) -> None:
     with pytest.raises(ValueError, match="stage_resources"):
         AppArgs(run_dir=_run(tmp_path), stage_resources=bad)
+
+
+def test_the_tuned_lambda_update_is_what_is_served(tmp_path) -> None:
+    from greenflow.serve_apps.app import STEP_SIZE_FILE, tuned_step
+
+    assert tuned_step(tmp_path) == {}  # untuned: the builder's defaults (exact, 2 s)
+    (tmp_path / STEP_SIZE_FILE).parent.mkdir(parents=True)
+    (tmp_path / STEP_SIZE_FILE).write_text(json.dumps(
+        {"method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2}))  # fmt: skip
+    assert tuned_step(tmp_path) == {
+        "method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2}  # fmt: skip

@@ -60,7 +60,9 @@ def test_objective_is_deterministic_and_reports_the_contract_keys() -> None:
     a = step_size_objective(PARAMS, Q, R, q, PROBLEM)
     assert a == step_size_objective(PARAMS, Q, R, q, PROBLEM)
     assert {"score", "clicks", "over_budget_windows_pct", "mean_utilisation"} <= set(a)
-    assert a["windows"] == 60 and a["clicks"] > 0 and a["score"] <= a["clicks"]
+    assert (
+        a["windows"] == 61 and a["clicks"] > 0
+    )  # 60 windows of 2 s, cut by the 0.7 s offset and a["score"] <= a["clicks"]
     assert a["step_size"] == pytest.approx(fitted_price(Q, q, PROBLEM)) and a["step_size"] > 0
     assert budget_flops_per_s(q, 10.0, 0.5) == pytest.approx(0.5 * 8e6 * 10.0)
     # another traffic seed is another replay
@@ -99,8 +101,10 @@ def test_search_space_samples_are_valid_objective_params() -> None:
     config = StepSizeTuneConfig()
     params = {key: dom.sample() for key, dom in search_space(config).items()}
     assert params["window_s"] in config.window_choices and 0 <= params["smoothing"] <= 0.9
-    assert 1e-2 <= params["step_size_rel"] <= 1e2
+    assert 1e-2 <= params["step_size_rel"] <= 1e2 and params["method"] in ("exact", "gradient")
     assert np.isfinite(step_size_objective(params, Q, R, q, PROBLEM)["score"])
+    exact = step_size_objective({**params, "method": "exact"}, Q, R, q, PROBLEM)
+    assert exact["step_size"] is None and np.isfinite(exact["score"])
     with pytest.raises(ValueError, match="searcher"):
         StepSizeTuneConfig(searcher="grid")  # type: ignore[arg-type]
 

@@ -1,4 +1,6 @@
-"""Algorithm 1, dynamic primal-dual allocation (DESIGN.md §2), and its replay over a stream.
+"""Algorithm 1's pieces, dynamic primal-dual allocation (DESIGN.md §2): the λ update, the
+guard, the window record. The replica (``online``) and the driver (``nearline``) run them;
+``replay`` drives those two over a recorded stream.
 
 Time is cut into windows of ``window_s`` seconds. Online, every request of window t is
 served j*(i, λ_t) (``choose``). Nearline, when window t closes, its samples (Q_i·, q) and
@@ -11,14 +13,12 @@ or by the exact solve on those samples, then optional exponential smoothing. A p
 traffic spike costs at most the cheapest chain per extra request; its overspend is
 reported in every window record.
 
-Units: Q clicks, q and budgets FLOPs, λ and η clicks per FLOP, times seconds. Time comes
-from explicit timestamps or an injected clock, so tests are deterministic.
+Units: Q clicks, q and budgets FLOPs, λ and η clicks per FLOP, times seconds.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -31,12 +31,10 @@ from greenflow.platform.allocation.decision import (
     as_rewards,
     chain_flops,
     choose,
-    chosen_rewards,
 )
 from greenflow.platform.allocation.exact import solve_exact
 
 Clock = Callable[[], float]  # seconds; injected so tests can fake time
-BudgetSchedule = float | Callable[[float], float]  # FLOPs of the window starting at t (s)
 
 
 class DualPriceController:
@@ -253,194 +251,3 @@ class WindowRecord:
             "reward": self.reward,
             "clicks": self.clicks,
         }
-
-
-class WindowedAllocator:
-    """Algorithm 1 online: serve with λ_t and the guard; update λ nearline at window ends.
-
-    Window k covers [start_s + k·window_s, start_s + (k+1)·window_s); the first request
-    fixes start_s unless given. Time is ``now_s`` when passed, else ``clock()``. Windows
-    with no requests are recorded too (λ unchanged). The controller is updated in place.
-    """
-
-    def __init__(
-        self,
-        controller: DualPriceController,
-        window_s: float,
-        budget_flops: BudgetSchedule,
-        guard_tolerance: float = 0.05,
-        clock: Clock = time.monotonic,
-        start_s: float | None = None,
-        predictive_guard: bool = False,
-    ) -> None:
-        if not window_s > 0:
-            raise ValueError(f"window_s must be > 0 seconds, got {window_s}")
-        self.controller = controller
-        self.window_s = float(window_s)
-        self.budget_flops = budget_flops
-        self.guard_tolerance = guard_tolerance
-        self.predictive_guard = predictive_guard
-        self.clock = clock
-        self.start_s = start_s
-        self.records: list[WindowRecord] = []
-        self._window = -1  # index of the open window; -1 before the first request
-        self._guard: SpendGuard | None = None
-        self._samples_Q: list[np.ndarray] = []
-        self._samples_q: list[np.ndarray] = []
-        self._reward = 0.0
-        self._clicks: float | None = None
-
-    def window_budget_flops(self, t_s: float) -> float:
-        """Budget (FLOPs) of the window starting at ``t_s``."""
-        if callable(self.budget_flops):
-            return float(self.budget_flops(t_s))
-        return float(self.budget_flops)
-
-    def serve(
-        self,
-        Q: np.ndarray,
-        q: np.ndarray,
-        now_s: float | None = None,
-        clicks: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Chains (N,) for requests Q (N, J) arriving now, in order; ``clicks`` (N, J) true
-        rewards are only accounted (simulation), never used to decide."""
-        Q = as_rewards(Q)
-        q = as_costs(q, Q.shape)
-        self.advance(now_s)
-        assert self._guard is not None
-        choice = self._guard.serve(Q, q, self.controller.price())
-        self._samples_Q.append(Q)
-        self._samples_q.append(q)
-        self._reward += float(chosen_rewards(Q, choice).sum())
-        if clicks is not None:
-            self._clicks = (self._clicks or 0.0) + float(chosen_rewards(clicks, choice).sum())
-        return choice
-
-    def advance(self, now_s: float | None = None) -> list[WindowRecord]:
-        """Close every window that ended by ``now_s`` (default: the clock); returns their records."""
-        now = float(self.clock() if now_s is None else now_s)
-        if self.start_s is None:
-            self.start_s = now
-        index = math.floor((now - self.start_s) / self.window_s)
-        if index < self._window:
-            raise ValueError(f"time went backwards: {now} s is before the open window")
-        closed: list[WindowRecord] = []
-        if self._window < 0:
-            self._open(index)
-        while self._window < index:
-            closed.append(self._close())
-            self._open(self._window + 1)
-        return closed
-
-    def close(self) -> WindowRecord | None:
-        """Close the open window at the end of a stream; returns its record."""
-        if self._window < 0:
-            return None
-        record = self._close()
-        self._window = -1
-        return record
-
-    def state(self) -> dict[str, float]:
-        """λ, the open window's start, spend, budget and utilisation (for /allocator/state)."""
-        guard = self._guard
-        spend = guard.spend_flops if guard else 0.0
-        budget = guard.budget_flops if guard else math.nan
-        return {
-            "dual_price": self.controller.price(),
-            "window_start_s": self._t(self._window) if self._window >= 0 else math.nan,
-            "spend_flops": spend,
-            "budget_flops": budget,
-            "utilisation": spend / budget if budget and budget > 0 else math.nan,
-        }
-
-    def _t(self, window: int) -> float:
-        assert self.start_s is not None
-        return self.start_s + window * self.window_s
-
-    def _open(self, window: int) -> None:
-        self._window = window
-        self._guard = SpendGuard(
-            self.window_budget_flops(self._t(window)), self.guard_tolerance, self.predictive_guard
-        )
-        self._samples_Q, self._samples_q = [], []
-        self._reward, self._clicks = 0.0, None
-
-    def _close(self) -> WindowRecord:
-        guard = self._guard
-        assert guard is not None
-        record = WindowRecord(
-            t_s=self._t(self._window),
-            spend_flops=guard.spend_flops,
-            budget_flops=guard.budget_flops,
-            dual_price=self.controller.price(),
-            requests=guard.requests,
-            guard_requests=guard.guard_requests,
-            overspend_flops=guard.overspend_flops,
-            reward=self._reward,
-            clicks=self._clicks,
-        )
-        self.records.append(record)
-        if self._samples_Q:
-            # Nearline: this window's samples and the next window's budget give λ_{t+1}.
-            Q = np.concatenate(self._samples_Q)
-            first = self._samples_q[0]
-            if all(c.ndim == 1 and np.array_equal(c, first) for c in self._samples_q):
-                q = first
-            else:  # costs changed within the window or are per request: one row each
-                pairs = zip(self._samples_q, self._samples_Q, strict=True)
-                q = np.concatenate([np.broadcast_to(c, b.shape) for c, b in pairs])
-            self.controller.update(Q, q, self.window_budget_flops(self._t(self._window + 1)))
-        return record
-
-
-def replay(
-    Q: np.ndarray,
-    q: np.ndarray,
-    arrival_s: np.ndarray,
-    *,
-    window_s: float,
-    budget_flops: BudgetSchedule,
-    controller: DualPriceController,
-    guard_tolerance: float = 0.05,
-    clicks: np.ndarray | None = None,
-    start_s: float | None = None,
-    predictive_guard: bool = False,
-) -> list[WindowRecord]:
-    """Run Algorithm 1 over a recorded stream; per-window records in time order.
-
-    Q (N, J) clicks, q (J,) or (N, J) FLOPs, arrival_s (N,) non-decreasing seconds,
-    budget per window in FLOPs (a constant or a function of the window start). Windows
-    start at ``start_s`` (default: the first arrival). ``controller`` is updated in place.
-    """
-    Q = as_rewards(Q)
-    q = as_costs(q, Q.shape)
-    arrival = np.asarray(arrival_s, dtype=np.float64)
-    if arrival.shape != (Q.shape[0],):
-        raise ValueError(f"arrival_s must be ({Q.shape[0]},), got {arrival.shape}")
-    if arrival.size and np.any(np.diff(arrival) < 0):
-        raise ValueError("arrival_s must be non-decreasing")
-    if clicks is not None and np.shape(clicks) != Q.shape:
-        raise ValueError(f"clicks must have the shape of Q {Q.shape}, got {np.shape(clicks)}")
-
-    def no_clock() -> float:
-        raise AssertionError("replay runs on the stream's timestamps, never on a clock")
-
-    allocator = WindowedAllocator(
-        controller, window_s, budget_flops, guard_tolerance, clock=no_clock, start_s=start_s,
-        predictive_guard=predictive_guard,
-    )  # fmt: skip
-    if not arrival.size:
-        return []
-    start = arrival[0] if start_s is None else float(start_s)
-    window = np.floor((arrival - start) / window_s)
-    bounds = np.concatenate(([0], np.flatnonzero(np.diff(window)) + 1, [arrival.size]))
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        allocator.serve(
-            Q[a:b],
-            q if q.ndim == 1 else q[a:b],
-            now_s=float(arrival[a]),
-            clicks=None if clicks is None else clicks[a:b],
-        )
-    allocator.close()
-    return allocator.records
