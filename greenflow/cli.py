@@ -260,6 +260,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
          f"{run / 'offline_dual_price.png'}, {run / 'chain_curve.png'}")  # fmt: skip
 
 
+DEMO_LOADTEST_REPEATS = 3  # a live win must hold in every repeat, not one lucky run
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     if args.dataset == "synthetic":
@@ -286,13 +289,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _log("\n== 6/8 offline evaluation: every policy along a budget sweep")
     args.budgets = 12
     cmd_evaluate(args)
-    _log("\n== 7/8 online: Serve load test, GreenFlow vs EQUAL at one budget, 3x spike")
+    _log("\n== 7/8 online: Serve load test, GreenFlow vs EQUAL at one budget, 3x spike, "
+         f"{DEMO_LOADTEST_REPEATS} repeats of the same schedule")  # fmt: skip
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.online_eval import run_online_comparison
 
     run_online_comparison(_config(args).run_dir, ["greenflow", "equal"],
                           TrafficProfile(base_rate=8.0, duration_s=30.0, spike_factor=3.0),
-                          port=args.port, log=_log)  # fmt: skip
+                          port=args.port, repeats=DEMO_LOADTEST_REPEATS, log=_log)  # fmt: skip
     _log("\n== 8/8 PFEC report of the run")
     args.pue, args.carbon_intensity, args.prometheus = None, None, None
     cmd_pfec_report(args)
@@ -395,6 +399,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     profile = TrafficProfile(base_rate=args.base_rate, duration_s=args.duration,
                              spike_factor=args.spike_factor, seed=args.seed)  # fmt: skip
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if args.url and args.repeats != 1:
+        raise ValueError("--repeats redeploys each policy: run it without --url")
     if args.url:
         from greenflow.platform.data.store import read_horizon
         from greenflow.simulators.loadtest import (
@@ -418,7 +424,7 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     connect()
     run_online_comparison(config.run_dir, policies, profile, port=args.port,
                           app_overrides=_app_overrides(args), max_requests=args.max_requests,
-                          log=_log)  # fmt: skip
+                          repeats=args.repeats, log=_log)  # fmt: skip
 
 
 def _pfec_config(args: argparse.Namespace) -> PFECConfig:
@@ -694,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_argument("--spike-factor", type=float, default=3.0, help="spike rate multiple")
     loadtest.add_argument("--max-requests", type=int, default=5000, help="bound on requests")
     loadtest.add_argument("--seed", type=int, default=0, help="arrival-time seed")
+    loadtest.add_argument("--repeats", type=int, default=1,
+                          help="replay the same schedule this many times per policy (1)")  # fmt: skip
     _serve_options(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
 

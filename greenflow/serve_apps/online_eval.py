@@ -18,6 +18,7 @@ from typing import Any
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
+from greenflow.platform.online_repeats import format_repeats, repeats_summary
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 from greenflow.simulators.loadtest import (
@@ -63,33 +64,49 @@ def run_online_comparison(
     app_overrides: dict[str, Any] | None = None,
     max_requests: int = 5000,
     pfec: PFECConfig | None = None,
+    repeats: int = 1,
     log: Log = print,
 ) -> dict[str, dict[str, Any]]:
-    """Deploy, replay and tear down each policy in turn; writes loadtest.json/.png.
+    """Deploy, replay and tear down each policy in turn, ``repeats`` times over the same
+    schedule (the policy order alternates between repeats, so drift of the machine favours
+    none); writes loadtest.json/.png with the last repeat's documents and, with several
+    repeats, their summary (``"repeats"``).
 
     Every policy gets the same budget: ``budget_fraction`` (default 0.5) of everyone-full
     at the profile's base rate, unless ``app_overrides`` sets one. Needs a Ray cluster.
     """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     run_dir = Path(run_dir).resolve()
     pfec = pfec or PFECConfig()
     requests = load_replay_requests(run_dir)
-    docs: dict[str, dict[str, Any]] = {}
-    for policy in policies:
-        args = AppArgs.model_validate({
-            "run_dir": str(run_dir), "policy": policy, "expected_rate_rps": profile.base_rate,
-            **(app_overrides or {}),
-        })  # fmt: skip
-        log(f"-- {policy}: deploying the Serve app on 127.0.0.1:{port}")
-        url = deploy(args, port=port)
-        try:
-            config = LoadtestConfig(url=url, profile=profile, max_requests=max_requests)
-            run = run_loadtest(config, requests, log)
-        finally:
-            teardown(args.app_name)
-        doc = run.doc(policy=policy)
-        doc["pfec"] = online_pfec(doc, run_dir, pfec)
-        docs[policy] = doc
-    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(Path(run_dir) / "data"))
+    runs: list[dict[str, dict[str, Any]]] = []
+    for r in range(repeats):
+        order = list(policies) if r % 2 == 0 else list(reversed(policies))
+        docs: dict[str, dict[str, Any]] = {}
+        for policy in order:
+            args = AppArgs.model_validate({
+                "run_dir": str(run_dir), "policy": policy,
+                "expected_rate_rps": profile.base_rate, **(app_overrides or {}),
+            })  # fmt: skip
+            log(f"-- {policy}{f' (repeat {r + 1}/{repeats})' if repeats > 1 else ''}: "
+                f"deploying the Serve app on 127.0.0.1:{port}")  # fmt: skip
+            url = deploy(args, port=port)
+            try:
+                config = LoadtestConfig(url=url, profile=profile, max_requests=max_requests)
+                run = run_loadtest(config, requests, log)
+            finally:
+                teardown(args.app_name)
+            doc = run.doc(policy=policy)
+            doc["pfec"] = online_pfec(doc, run_dir, pfec)
+            docs[policy] = doc
+        runs.append({name: docs[name] for name in policies})
+    docs = runs[-1]
+    summary = repeats_summary(runs) if repeats > 1 else None
+    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(Path(run_dir) / "data"),
+                                         repeats=summary)  # fmt: skip
     log("\n" + format_loadtest_table(docs))
+    if summary is not None:
+        log(format_repeats(summary))
     log(f"-> {json_path}, {png_path}")
     return docs

@@ -763,17 +763,22 @@ def _spend_rate(w: Mapping[str, Any], doc: Mapping[str, Any]) -> float:
 
 
 def write_loadtest(
-    run_dir: Path, docs: Mapping[str, Mapping[str, Any]], horizon: str
+    run_dir: Path,
+    docs: Mapping[str, Mapping[str, Any]],
+    horizon: str,
+    repeats: Mapping[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``loadtest.json`` (the greenflow doc — else the first — at top level, plus
-    ``"policies"``: every doc, with several policies ``"pfec"``: policy → record, and the
-    ground-truth ``horizon`` the clicks counted) atomically, and ``loadtest.png``; returns
-    both paths."""
+    ``"policies"``: every doc, with several policies ``"pfec"``: policy → record, the
+    ground-truth ``horizon`` the clicks counted, and ``"repeats"``: the summary of repeated
+    runs when given) atomically, and ``loadtest.png``; returns both paths."""
     if not docs:
         raise ValueError("no load-test documents to write")
     main = docs.get("greenflow") or next(iter(docs.values()))
     out = {**main, "policies": {name: dict(d) for name, d in docs.items()}}
     out["horizon"] = horizon
+    if repeats is not None:
+        out["repeats"] = dict(repeats)
     if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
         out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
     run_dir = Path(run_dir)

@@ -17,7 +17,7 @@ def test_loadtest_command_compares_policies(serve_run, serve_port, capsys) -> No
     run_dir = serve_run.run_dir
     code = main(["loadtest", "--dataset", "synthetic", "--run-dir", str(run_dir),
                  "--base-rate", "6", "--duration", "4", "--port", str(serve_port),
-                 "--window-s", "1"])  # fmt: skip
+                 "--window-s", "1", "--repeats", "2"])  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     assert "greenflow" in out and "equal" in out
@@ -35,6 +35,13 @@ def test_loadtest_command_compares_policies(serve_run, serve_port, capsys) -> No
     assert doc["policies"]["equal"]["pfec"]["allocator_flops"] == 0
     assert doc["policies"]["greenflow"]["pfec"]["allocator_flops"] > 0
     assert (run_dir / "loadtest.png").stat().st_size > 0
+    # the same schedule twice per policy: the same requests sent, each run's clicks kept
+    repeats = doc["repeats"]
+    assert repeats["repeats"] == 2 and set(repeats["policies"]) == {"greenflow", "equal"}
+    for policy, p in repeats["policies"].items():
+        assert len(p["runs"]) == 2 and p["runs"][-1]["clicks"] == doc["policies"][policy]["clicks"]
+    assert len(repeats["greenflow_minus_equal_clicks"]) == 2
+    assert "greenflow won" in out
     names = {r.name for r in collect_pfec_records({"loadtest.json": doc})}
     assert names == {"loadtest/greenflow", "loadtest/equal"}
 
