@@ -7,7 +7,9 @@ route through the chosen models' deployments, and answer items, chain, FLOPs and
 samples (Q_i·, chosen chain, spend) go to the nearline driver in batches from a background
 task, never on the request's critical path; λ is polled from the driver the same way. If
 the driver is down the replica keeps serving with its last λ and keeps the reports until
-it is back (bounded: the oldest are dropped and counted beyond ``MAX_BUFFERED``).
+it is back (bounded: the oldest are dropped and counted beyond ``MAX_BUFFERED``). With
+several replicas the same poll brings this replica's share of the coming windows' budget,
+which the driver sets from the replicas' traffic (``platform.allocation.nearline``).
 
 A failed or timed-out stage degrades the request to the cheapest chain that avoids the
 failed models (or retries the same chain when every chain needs one of them, so another
@@ -38,7 +40,7 @@ from ray.serve.handle import DeploymentHandle
 from ray.util.metrics import Counter, Histogram
 
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.allocation.online import Decision, OnlineAllocator
+from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
 from greenflow.platform.chains import Chain
 from greenflow.platform.serving import (
     MAX_HISTORY_IDS,
@@ -92,7 +94,7 @@ class AllocatorConfig:
     window_s: float
     expected_rate_rps: float  # the traffic the budget was sized for (EQUAL's chain)
     guard_tolerance: float
-    share: float  # this replica's share of the window budget (1 / replicas)
+    share: float  # static share of the window budget (1 / replicas); see _nearline_loop
     stage_timeout_s: float
     reward_variant: str
     driver: DriverConfig
@@ -141,10 +143,11 @@ class Allocator:
         self.driver = start_driver(config.driver)
         # The driver's warm start (λ* of the reward split) must finish before serving.
         ready = ray.get(self.driver.ready.remote(), timeout=300)
+        self._replica_id = uuid.uuid4().hex[:12]
         self.online = OnlineAllocator(
             self.assets.q, config.budget, config.window_s, fixed_chain=self.fixed,
-            share=config.share, guard_tolerance=config.guard_tolerance,
-            initial_price=float(ready["dual_price"]),
+            share=config.share, replica_id=self._replica_id,
+            guard_tolerance=config.guard_tolerance, initial_price=float(ready["dual_price"]),
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
         self._buffer: deque[ReportRow] = deque()
@@ -153,7 +156,6 @@ class Allocator:
         # Acknowledged, but their window is not yet in a driver checkpoint on disk: re-sent
         # if the driver restarts (the new process lost them); ids make that idempotent.
         self._unconfirmed: dict[str, Report] = {}
-        self._replica_id = uuid.uuid4().hex[:12]
         self._report_seq = 0
         self._driver_incarnation: str | None = None
         self.resent_reports = 0
@@ -177,12 +179,23 @@ class Allocator:
             self._loop_task = asyncio.get_running_loop().create_task(self._nearline_loop())
 
     async def _nearline_loop(self) -> None:
+        """Every ``POLL_S``: send the reports, then read λ and this replica's budget shares.
+
+        The poll names the replica, so the driver counts it as alive even without traffic.
+        The shares the driver publishes (keyed by window) are used with several replicas
+        only: a single replica keeps its whole budget, whatever the driver remembers of a
+        replica it replaced.
+        """
         while True:
             await asyncio.sleep(POLL_S)
             try:
                 await self._flush()
-                state = await asyncio.wait_for(self.driver.state.remote(), timeout=1.0)
+                state = await asyncio.wait_for(
+                    self.driver.state.remote(self._replica_id), timeout=1.0
+                )
                 self.online.set_price(float(state["dual_price"]))
+                if self.config.share < 1.0:
+                    self.online.set_shares(own_shares(state.get("shares", {}), self._replica_id))
                 self._confirm(state["incarnation"], float(state["checkpointed_through_s"]))
                 self.driver_alive, self.driver_error = True, None
             except Exception as err:  # driver down or slow: serve on with the last λ
@@ -231,10 +244,7 @@ class Allocator:
                 self._pending = self._pending[drop:]
             if not self._pending:
                 return
-            self._in_flight = [
-                (asyncio.ensure_future(self.driver.report.remote(*r[1:], r[0])), r)
-                for r in self._pending
-            ]
+            self._in_flight = [(self._send(r), r) for r in self._pending]
             self._pending = []
         # asyncio.wait never cancels: a call still unanswered is awaited again next time.
         await asyncio.wait([call for call, _ in self._in_flight], timeout=2.0)
@@ -254,6 +264,11 @@ class Allocator:
             raise error if isinstance(error, Exception) else RuntimeError("driver report cancelled")
         if self._in_flight:
             raise TimeoutError("dual-price driver has not answered a report in 2 s")
+
+    def _send(self, report: Report) -> asyncio.Future[bool]:
+        """One report call to the driver: its id, the window's rows, this replica's id."""
+        rid, *rows = report
+        return asyncio.ensure_future(self.driver.report.remote(*rows, rid, self._replica_id))
 
     def _record(self, decision: Decision, Q: np.ndarray, j: int, flops: float) -> None:
         if len(self._buffer) >= MAX_BUFFERED:
@@ -386,7 +401,7 @@ class Allocator:
             **self.online.state(),
             "budget": self.config.budget.to_dict(),
             "budget_flops_per_s": self.config.budget.flops_per_s(time.time()),
-            "share": self.config.share,
+            # "share" (from the allocator): the open window's share; "static_share": 1/N
             "driver_alive": self.driver_alive,
             "driver_error": self.driver_error,
             "reports_buffered": len(self._buffer)

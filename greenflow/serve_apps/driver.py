@@ -172,14 +172,20 @@ class DualPriceDriver:
         spend_flops: float,
         guard_requests: int,
         report_id: str | None = None,
+        replica_id: str | None = None,
     ) -> bool:
         with self._lock:
             return self.core.report(
-                window_start_s, Q, choice, spend_flops, guard_requests, report_id
+                window_start_s, Q, choice, spend_flops, guard_requests, report_id, replica_id
             )
 
-    def state(self) -> dict[str, Any]:
+    def state(self, replica_id: str | None = None) -> dict[str, Any]:
+        """λ, the open window, the published budget shares (``"shares"``: window start ->
+        replica id -> fraction) and the checkpoint's progress; ``replica_id``: the polling
+        allocator replica, counted as alive for the shared budget."""
         with self._lock:
+            if replica_id is not None:
+                self.core.heartbeat(replica_id)
             return {
                 **self.core.state(),
                 "restored": self.restored,

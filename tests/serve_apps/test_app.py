@@ -61,6 +61,7 @@ def test_health_state_and_windows(app_url) -> None:
     assert status == 200
     assert state["policy"] == "greenflow" and state["driver_alive"] is True
     assert {"dual_price", "spend_flops", "budget_flops", "utilisation"} <= set(state)
+    assert state["share"] == state["static_share"] == 1.0  # one replica: the whole budget
     status, doc = call(f"{app_url}/allocator/windows?since=0")
     assert status == 200
     windows = doc["windows"]
@@ -82,6 +83,38 @@ def test_baseline_policy_served_by_the_same_app(serve_run, serve_port) -> None:
         assert call(f"{url}/allocator/state")[1]["fixed_chain"] == chain
     finally:
         teardown("fixed")
+
+
+def test_two_allocator_replicas_share_the_window_budget(serve_run, serve_port) -> None:
+    """Both replicas poll the driver with their id; it publishes shares summing to 1 per
+    window, and each replica serves a window with the share published for it."""
+    import ray
+
+    from greenflow.serve_apps.app import deploy, teardown
+    from greenflow.serve_apps.driver import NAMESPACE, driver_name
+
+    args = AppArgs(run_dir=str(serve_run.run_dir), app_name="shared", window_s=1.0,
+                   expected_rate_rps=20.0, allocator_replicas=2, stage_num_cpus=0.1,
+                   allocator_num_cpus=0.1)  # fmt: skip
+    url = deploy(args, port=serve_port)
+    try:
+        for user in range(1, 21):
+            assert call(f"{url}/recommend", {"user_id": user})[0] == 200
+        time.sleep(3.5)  # windows close; the shares of the window after next are published
+        states = {}
+        for _ in range(20):  # Serve routes these to both replicas
+            state = call(f"{url}/allocator/state")[1]
+            states[state["replica_id"]] = state
+        driver = ray.get_actor(driver_name("shared"), namespace=NAMESPACE)
+        shares = ray.get(driver.state.remote(), timeout=30)["shares"]
+        assert shares
+        for window in shares.values():
+            assert len(window) == 2 and sum(window.values()) == pytest.approx(1.0)
+            assert set(window) >= set(states)
+        for state in states.values():
+            assert state["static_share"] == 0.5 and 0 < state["share"] < 1
+    finally:
+        teardown("shared")
 
 
 def test_app_args_are_checked(serve_run) -> None:

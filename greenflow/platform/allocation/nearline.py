@@ -11,9 +11,24 @@ expected requests of a window, e.g. from a known traffic profile or yesterday's 
 window's count: after a spike the price falls as soon as the traffic is forecast to. Reports that arrive after their
 window closed still count in its record (spend is never hidden), but no longer move λ.
 
-The whole state (λ, the controller's learned attributes, the recent records) round-trips
-through a JSON-able checkpoint, so a restarted driver resumes where it stopped; windows
-missed while it was down are recorded with whatever spend the replicas report for them.
+**Shared budget.** With several allocator replicas each guards its own share of the
+window budget. The driver learns each replica's traffic (requests per window, from the
+replica id of its reports; ``heartbeat`` marks a replica seen without traffic) and, when
+window t closes, publishes the shares of window t+2 (``shares()``; t+2 opens a window
+minus ``grace_s`` later, so replicas polling every 0.1 s have them before it opens):
+proportional to an exponential moving average of each replica's requests per window
+(weight ``SHARE_EMA`` on the newest), with a floor of ``SHARE_FLOOR`` / n for each of the
+n replicas seen in the last ``FORGET_WINDOWS`` windows (a replica whose traffic rises is
+not starved), summing to exactly 1. Shares are keyed by window, so the shares the replicas
+use in one window always sum to <= 1, whenever every replica uses the published shares. A
+replica uses its static default (1/N) for a window without published shares: before the
+driver has seen traffic, and while it is down, when all replicas fall back together.
+Anonymous reports (no replica id) count for λ but not for shares.
+
+The whole state (λ, the controller's learned attributes, the recent records, the replicas'
+traffic and shares) round-trips through a JSON-able checkpoint, so a restarted driver
+resumes where it stopped; windows missed while it was down are recorded with whatever
+spend the replicas report for them.
 
 Units: Q clicks, q and budgets FLOPs, λ clicks/FLOP, times Unix seconds.
 """
@@ -37,6 +52,13 @@ from greenflow.platform.allocation.primal_dual import Clock, DualPriceController
 MAX_RECORDS = 3600  # closed-window records kept (an hour of 1 s windows)
 MAX_CATCH_UP = 600  # windows closed one by one after a long gap; older ones are skipped
 MAX_REPORT_IDS = 100_000  # recent report ids remembered to drop duplicates
+# Weight of the newest closed window in a replica's traffic estimate (requests/window, an
+# exponential moving average). High: a shift of traffic between replicas is followed
+# within a window or two of the (unavoidable) two-window publication lag; a window's
+# Poisson noise in the split matters less than that lag at serving rates.
+SHARE_EMA = 0.8
+SHARE_FLOOR = 0.1  # fraction of the budget split equally among the replicas seen
+FORGET_WINDOWS = 10  # a replica neither reporting nor polling this many windows is forgotten
 
 # (window start s, window length s) -> expected requests in that window
 ArrivalsForecast = Callable[[float, float], float]
@@ -51,6 +73,36 @@ class _Window:
     requests: int = 0
     guard_requests: int = 0
     reward: float = 0.0  # Σ Q of the chosen chains, estimated clicks
+    replica_requests: dict[str, int] = field(default_factory=dict)  # identified replicas
+
+
+def budget_shares(traffic: dict[str, float], floor: float = SHARE_FLOOR) -> dict[str, float]:
+    """Each replica's fraction of the window budget from its traffic (requests/window).
+
+    Proportional to ``traffic``, except that every replica gets at least ``floor`` / n
+    (n replicas): those below it are raised to it and the others share the rest in
+    proportion (water-filling), so the shares sum to 1. No traffic at all: equal shares.
+    """
+    if not 0 <= floor <= 1:
+        raise ValueError(f"share floor must be in [0, 1], got {floor}")
+    if not traffic:
+        return {}
+    least = floor / len(traffic)
+    floored: set[str] = set()
+    while True:
+        free = [r for r in traffic if r not in floored]
+        rest = 1.0 - least * len(floored)
+        total = sum(max(traffic[r], 0.0) for r in free)
+        if total <= 0:
+            shares = {r: rest / len(free) for r in free}
+        else:
+            shares = {r: rest * max(traffic[r], 0.0) / total for r in free}
+        low = {r for r, s in shares.items() if s < least}
+        if not low:
+            break
+        floored |= low  # at most n rounds: each adds a replica
+    shares.update(dict.fromkeys(floored, least))
+    return shares
 
 
 class NearlineDriver:
@@ -85,6 +137,13 @@ class NearlineDriver:
         self.late_reports = 0
         self.duplicate_reports = 0
         self._report_ids: OrderedDict[str, None] = OrderedDict()
+        # Shared budget: requests per window (EMA) and the last window each replica was
+        # seen in, by replica id; shares published by window start (s).
+        self.replica_traffic: dict[str, float] = {}
+        self._replica_seen: dict[str, float] = {}
+        self._shares: dict[float, dict[str, float]] = {}
+        # per closed window (start s): requests of each identified replica
+        self.replica_requests: deque[tuple[float, dict[str, int]]] = deque(maxlen=FORGET_WINDOWS)
 
     def price(self) -> float:
         return self.controller.price()
@@ -100,12 +159,17 @@ class NearlineDriver:
         spend_flops: float,
         guard_requests: int = 0,
         report_id: str | None = None,
+        replica_id: str | None = None,
     ) -> bool:
         """One replica's requests of one window: Q (n, J), chains (n,), FLOPs spent.
 
         ``report_id`` makes delivery idempotent: a report seen before (a Ray retry, or a
         replica re-sending after a driver restart) is dropped; returns False then.
+        ``replica_id`` names the sender for the shared budget; without it, the part of a
+        ``"<replica>:<seq>"`` report id before the colon, else an anonymous replica.
         """
+        if replica_id is None and report_id is not None and ":" in report_id:
+            replica_id = report_id.split(":", 1)[0]
         if report_id is not None:
             if report_id in self._report_ids:
                 self.duplicate_reports += 1
@@ -119,10 +183,14 @@ class NearlineDriver:
             raise ValueError(f"choice must be ({Q.shape[0]},), got {choice.shape}")
         start = window_start(window_start_s + 1e-9 * self.window_s, self.window_s)
         reward = float(Q[np.arange(len(choice)), choice].sum()) if len(choice) else 0.0
+        if replica_id is not None:
+            self.heartbeat(replica_id)
         if start <= self._last_closed:
             self._add_late(start, Q.shape[0], spend_flops, guard_requests, reward)
             return True
         w = self._open.setdefault(start, _Window())
+        if replica_id is not None:
+            w.replica_requests[replica_id] = w.replica_requests.get(replica_id, 0) + Q.shape[0]
         self._price_in.setdefault(start, self.price())
         w.Q.append(Q)
         w.spend_flops += float(spend_flops)
@@ -130,6 +198,44 @@ class NearlineDriver:
         w.guard_requests += int(guard_requests)
         w.reward += reward
         return True
+
+    def heartbeat(self, replica_id: str) -> None:
+        """Mark a replica alive now (it polled), so it keeps a share without traffic."""
+        now_start = window_start(self.clock(), self.window_s)
+        self._replica_seen[replica_id] = max(
+            self._replica_seen.get(replica_id, now_start), now_start
+        )
+
+    def shares(self) -> dict[float, dict[str, float]]:
+        """Published budget shares: window start (s) -> replica id -> fraction of C."""
+        return {start: dict(s) for start, s in self._shares.items()}
+
+    def _update_shares(self, start: float, w: _Window) -> None:
+        """Window ``start`` closed: learn its traffic, publish the shares of ``start`` + 2w.
+
+        Not published when that window opens in less than (w − grace) / 2 (a late close,
+        e.g. catching up after an outage): replicas polling at least that often all have
+        the shares before it opens, or none of them uses any (they fall back together).
+        """
+        self.replica_requests.append((start, dict(w.replica_requests)))
+        for replica in set(self.replica_traffic) | set(w.replica_requests):
+            n = float(w.replica_requests.get(replica, 0))
+            old = self.replica_traffic.get(replica)
+            self.replica_traffic[replica] = (
+                n if old is None else SHARE_EMA * n + (1 - SHARE_EMA) * old
+            )
+        for replica, seen in list(self._replica_seen.items()):
+            if seen < start - FORGET_WINDOWS * self.window_s:
+                del self._replica_seen[replica]
+        for replica in list(self.replica_traffic):
+            if replica not in self._replica_seen:
+                del self.replica_traffic[replica]
+        traffic = {r: self.replica_traffic.get(r, 0.0) for r in self._replica_seen}
+        self._shares = {t: s for t, s in self._shares.items() if t > start + 1e-9 * self.window_s}
+        target = start + 2 * self.window_s
+        lead_s = target - self.clock()
+        if traffic and lead_s >= (self.window_s - self.grace_s) / 2:
+            self._shares[target] = budget_shares(traffic)
 
     def _add_late(self, start: float, n: int, spend: float, guarded: int, reward: float) -> None:
         self.late_reports += 1
@@ -173,6 +279,7 @@ class NearlineDriver:
             reward=w.reward,
         )
         self.records.append(record)
+        self._update_shares(start, w)
         if w.Q:
             # λ_{t+1} from this window's samples and the next window's budget.
             samples = np.concatenate(w.Q)
@@ -207,6 +314,9 @@ class NearlineDriver:
             "last_closed_s": self._last_closed,
             "late_reports": self.late_reports,
             "duplicate_reports": self.duplicate_reports,
+            # JSON-able: window start (s) as a string -> replica id -> fraction of C
+            "shares": {str(t): s for t, s in self.shares().items()},
+            "replica_traffic": dict(self.replica_traffic),  # requests per window, EMA
         }
 
     def windows(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
@@ -224,10 +334,17 @@ class NearlineDriver:
             "last_closed_s": self._last_closed,
             "records": [dataclasses.asdict(r) for r in self.records],
             "saved_at_s": self.clock(),
+            "replica_traffic": dict(self.replica_traffic),
+            "replica_seen_s": dict(self._replica_seen),
+            "shares": {str(t): dict(s) for t, s in self._shares.items()},
         }
 
     def restore(self, doc: dict[str, Any]) -> None:
-        """Resume from ``checkpoint()``'s output: λ, controller state and records."""
+        """Resume from ``checkpoint()``'s output: λ, controller state, records and shares.
+
+        Every replica the checkpoint knew counts as seen now: a restarted driver has heard
+        from nobody yet, and gives them ``FORGET_WINDOWS`` windows to poll again.
+        """
         for key, value in doc.get("controller", {}).items():
             if key.endswith("_"):
                 setattr(self.controller, key, value)
@@ -236,3 +353,9 @@ class NearlineDriver:
         # Windows since the checkpoint are closed one by one by the next ticks, with the
         # spend the replicas (re)send for them.
         self._last_closed = float(doc["last_closed_s"])
+        now_start = window_start(self.clock(), self.window_s)
+        self.replica_traffic = {str(r): float(n) for r, n in doc.get("replica_traffic", {}).items()}
+        self._replica_seen = {str(r): max(float(t), now_start)
+                              for r, t in doc.get("replica_seen_s", {}).items()}  # fmt: skip
+        self._shares = {float(t): {str(r): float(x) for r, x in s.items()}
+                        for t, s in doc.get("shares", {}).items()}  # fmt: skip

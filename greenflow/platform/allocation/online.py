@@ -8,6 +8,9 @@ budget: the same safety net for every policy.
 
 Windows are aligned on the wall clock (window t = [t·w, (t+1)·w) in Unix seconds), so every
 replica and the nearline driver agree on window boundaries without talking to each other.
+With several replicas, the driver publishes each replica's share of every coming window's
+budget from the replicas' traffic (``set_shares``; see ``nearline``); a replica uses its
+static ``share`` (1/N) for a window without one.
 Time comes from an injected clock. Units: Q clicks, q FLOPs, λ clicks/FLOP, times seconds.
 """
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +39,12 @@ def window_start(now_s: float, window_s: float) -> float:
     return math.floor(now_s / window_s) * window_s
 
 
+def own_shares(published: Mapping[str, Mapping[str, float]], replica_id: str) -> dict[float, float]:
+    """One replica's entries of the driver's ``"shares"`` (window start as a string ->
+    replica id -> share): window start (s) -> this replica's fraction of the budget."""
+    return {float(t): float(s[replica_id]) for t, s in published.items() if replica_id in s}
+
+
 @dataclass(frozen=True)
 class Decision:
     """The chains chosen for a batch and how."""
@@ -47,8 +58,10 @@ class Decision:
 class OnlineAllocator:
     """Decisions of one replica. ``fixed_chain`` None means GreenFlow (argmax Q − λq).
 
-    q: (J,) FLOPs per chain. ``share`` is this replica's fraction of the window budget
-    (1 / number of allocator replicas). ``guard_tolerance`` ε lets a window reach
+    q: (J,) FLOPs per chain. ``share`` is this replica's static fraction of the window
+    budget (1 / number of allocator replicas), used for every window the driver has not
+    published a share for (``set_shares``). ``replica_id`` names the replica in its
+    reports and state. ``guard_tolerance`` ε lets a window reach
     C (1 + ε) before the guard acts. ``reserve_sigmas``: the guard keeps room for the
     expected remaining arrivals plus this many standard deviations (None: no reserve).
     ``predictive=False`` uses the paper's reactive guard instead (for comparisons).
@@ -62,6 +75,7 @@ class OnlineAllocator:
         *,
         fixed_chain: int | None = None,
         share: float = 1.0,
+        replica_id: str | None = None,
         guard_tolerance: float = 0.0,
         initial_price: float = 0.0,
         reserve_sigmas: float | None = 3.0,
@@ -79,6 +93,9 @@ class OnlineAllocator:
         self.window_s = float(window_s)
         self.fixed_chain = fixed_chain
         self.share = share
+        self.replica_id = replica_id
+        self._shares: dict[int, float] = {}  # window index (start / w) -> published share
+        self._share_in_use = share  # the open window's
         self.guard_tolerance = guard_tolerance
         self.dual_price = float(initial_price)
         self.reserve_sigmas = reserve_sigmas
@@ -95,6 +112,21 @@ class OnlineAllocator:
             raise ValueError(f"dual price must be finite and >= 0, got {dual_price}")
         self.dual_price = float(dual_price)
 
+    def set_shares(self, shares: Mapping[float, float]) -> None:
+        """Cache this replica's published shares: window start (s) -> fraction of C.
+
+        Replaces the previous ones. A share is taken when its window opens, so the open
+        window keeps the share it opened with; windows without one get the static share.
+        """
+        for start, x in shares.items():
+            if not (math.isfinite(x) and 0 < x <= 1):
+                raise ValueError(f"share of window {start} must be in (0, 1], got {x}")
+        self._shares = {round(t / self.window_s): float(x) for t, x in shares.items()}
+
+    def window_share(self, start_s: float) -> float:
+        """The share this replica would use for the window starting at ``start_s``."""
+        return self._shares.get(round(start_s / self.window_s), self.share)
+
     def _current_guard(self) -> SpendGuard:
         start = window_start(self.clock(), self.window_s)
         if start != self._window_start or self._guard is None:
@@ -102,7 +134,8 @@ class OnlineAllocator:
                 self._last_rate_rps = self._guard.requests / self.window_s
             elif self._guard is not None:  # a gap of empty windows: no recent traffic
                 self._last_rate_rps = 0.0
-            budget = self.budget.window_flops(start, self.window_s) * self.share
+            self._share_in_use = self.window_share(start)
+            budget = self.budget.window_flops(start, self.window_s) * self._share_in_use
             self._guard = SpendGuard(budget, self.guard_tolerance, predictive=self.predictive)
             self._window_start = start
         return self._guard
@@ -152,11 +185,14 @@ class OnlineAllocator:
         if self._guard is not None:
             self._guard.spend_flops = max(0.0, self._guard.spend_flops - flops)
 
-    def state(self) -> dict[str, float]:
-        """λ, the open window and its spend, budget and utilisation (this replica)."""
+    def state(self) -> dict[str, Any]:
+        """λ, the open window and its spend, budget, share and utilisation (this replica)."""
         guard = self._current_guard()
         budget = guard.budget_flops
         return {
+            "replica_id": self.replica_id,
+            "share": self._share_in_use,  # of the open window's budget
+            "static_share": self.share,
             "dual_price": self.dual_price,
             "window_s": self.window_s,
             "window_start_s": self._window_start,
