@@ -57,13 +57,14 @@ VARIANTS = {
 }  # fmt: skip
 
 
-def run_variant(name: str, Q: np.ndarray, R: np.ndarray, q: np.ndarray, arrivals: np.ndarray,
-                rows: np.ndarray, budget: ComputeBudget, window_s: float, fit_price: float,
-                step_rel: float, smoothing: float, fixed: int | None,
-                reserve_sigmas: float = 3.0, profile: TrafficProfile | None = None,
-                ) -> dict[str, Any]:  # fmt: skip
-    knobs: dict[str, Any] = {"reserve_sigmas": reserve_sigmas, **VARIANTS[name]}
-    if knobs["method"] == "gradient":
+def run_variant(name: str, variant: dict[str, Any], Q: np.ndarray, R: np.ndarray,
+                q: np.ndarray, arrivals: np.ndarray, rows: np.ndarray, budget: ComputeBudget,
+                window_s: float, fit_price: float, step_rel: float, smoothing: float,
+                fixed: int | None, reserve_sigmas: float = 3.0,
+                profile: TrafficProfile | None = None) -> dict[str, Any]:  # fmt: skip
+    knobs: dict[str, Any] = {"reserve_sigmas": reserve_sigmas, **variant}
+    window_s = knobs.pop("window_s", window_s)
+    if name == "tuned" or knobs["method"] == "gradient":  # the tune's η and smoothing
         knobs |= {"step_size_rel": step_rel, "smoothing": smoothing}
     forecast = profile.expected_arrivals if name == "serving-forecast" and profile else None
     result = replay_serving(
@@ -116,11 +117,13 @@ def main() -> None:
     Q_train = predict_rewards(args.run_dir, "full", "reward")
     fit = DualPriceController().fit(Q_train, q, per_request * len(Q_train)).price()
     results = {}
-    for name in ("paper-guard", "predictive", "serving", "serving-gradient", "serving-forecast",
-                 "equal"):  # fmt: skip
+    variants = dict(VARIANTS)
+    if tuned:  # what `greenflow serve` loads: the tune's λ update, window and smoothing
+        variants["tuned"] = {"method": tuned["method"], "window_s": float(tuned["window_s"])}
+    for name, variant in variants.items():
         fixed = assets.policy_chain("equal", per_request) if name == "equal" else None
         results[name] = run_variant(
-            name, Q, R, q, arrivals, rows, budget, args.window_s, fit,
+            name, variant, Q, R, q, arrivals, rows, budget, args.window_s, fit,
             float(tuned.get("step_size_rel", 1.0)), float(tuned.get("smoothing", 0.0)), fixed,
             args.reserve_sigmas, profile,
         )  # fmt: skip

@@ -1,8 +1,8 @@
 """``greenflow tune step-size``: Ray Tune search over Algorithm 1's λ update, η, window
 and smoothing, on the serving core itself.
 
-The objective (``step_size_objective``, pure, no Ray) replays the evaluation requests
-through ``platform.allocation.replay.replay_serving`` — the allocator replica
+The objective (``step_size_objective``, pure, no Ray) replays the reward split's requests
+(the reward model's training split: the evaluation split is never tuned on) through ``platform.allocation.replay.replay_serving`` — the allocator replica
 (``OnlineAllocator``: cached λ, predictive guard with its reserve) and the nearline driver
 (``NearlineDriver``) that the Serve app runs, on an injected clock — so what is tuned is
 what is served. Choices come from the reward model's Q̂, realised clicks from the
@@ -49,7 +49,13 @@ from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import ServingSettings, replay_serving
-from greenflow.platform.reward.store import TUNE_DIR, write_json
+from greenflow.platform.reward.data import load_reward_data, load_simulated_chains
+from greenflow.platform.reward.store import (
+    TUNE_DIR,
+    load_reward_model,
+    predict_rewards,
+    write_json,
+)
 from greenflow.platform.traffic import (
     OVER_BUDGET_SLACK,
     TrafficProfile,
@@ -60,6 +66,7 @@ from greenflow.simulators.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 STEP_SIZE_FILE = "step_size_best.json"
+TUNING_SPLIT = "reward"  # the reward model's training split; never the evaluation split
 WINDOW_CHOICES = (1.0, 2.0, 5.0, 10.0)  # seconds of simulated time
 
 SearcherName = Literal["optuna", "random"]
@@ -221,6 +228,24 @@ def _update(params: dict[str, Any]) -> str:
     return f"gradient, eta x{params['step_size_rel']:.3g} of fitted lambda"
 
 
+def tuning_inputs(
+    run_dir: Path, split: str = TUNING_SPLIT
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q̂ (N, J) of the reward model, true clicks R (N, J) and chain costs q (J,) of the
+    ``split`` requests that have every chain simulated (the evaluation split is never
+    tuned on). Raises ValueError when none has: simulate that split with
+    ``--chain-fraction 1``."""
+    chains = load_simulated_chains(run_dir)
+    loaded = load_reward_model(run_dir, "full")
+    data = load_reward_data(run_dir, split, loaded.features, len(chains.flops))
+    complete = data.mask.all(axis=1)
+    if not complete.any():
+        raise ValueError(f"no {split!r} request has every chain simulated; the step-size tune "
+                         "needs them: `greenflow simulate --chain-fraction 1`")  # fmt: skip
+    Q = predict_rewards(run_dir, "full", split)
+    return Q[complete], data.reward[complete].astype(np.float64), chains.flops
+
+
 def step_size_path(run_dir: Path) -> Path:
     return Path(run_dir) / TUNE_DIR / STEP_SIZE_FILE
 
@@ -231,20 +256,18 @@ def run_step_size_tune(
     problem: StepSizeProblem = StepSizeProblem(),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the search on the connected (or a new local) cluster over the evaluation
+    """Run the search on the connected (or a new local) cluster over the reward-split
     requests of ``run_dir``; writes and returns ``tune/step_size_best.json``."""
-    from greenflow.simulators.evaluate import load_inputs
-
     run_dir = Path(run_dir).resolve()  # Tune's storage path must be absolute
-    inputs = load_inputs(run_dir)  # once, on the driver
-    Q, R, q = inputs.estimates["full"], inputs.R, inputs.q
+    Q, R, q = tuning_inputs(run_dir)  # once, on the driver
     connect()
     storage = run_dir / TUNE_DIR
     storage.mkdir(parents=True, exist_ok=True)
     name = f"step-size-{time.strftime('%Y%m%d-%H%M%S')}"
     per_s = budget_flops_per_s(q, problem.traffic.base_rate, problem.budget_fraction)
     log(
-        f"tuning Algorithm 1 on {Q.shape[0]} evaluation request(s) x {Q.shape[1]} chains: "
+        f"tuning Algorithm 1 on {Q.shape[0]} {TUNING_SPLIT}-split request(s) x {Q.shape[1]} "
+        f"chains: "
         f"{config.num_samples} trial(s), {config.cpus_per_trial} CPU each, "
         f"{config.searcher} searcher, budget {per_s / 1e9:.3g} GFLOP/s -> {storage / name}"
     )
@@ -306,7 +329,8 @@ def run_step_size_tune(
         "penalty": problem.penalty,
         "guard_tolerance": problem.guard_tolerance,
         "over_budget_slack": OVER_BUDGET_SLACK,
-        "eval_requests": int(Q.shape[0]),
+        "split": TUNING_SPLIT,
+        "requests_replayed": int(Q.shape[0]),
         "num_samples": config.num_samples,
         "searcher": config.searcher,
         "cpus_per_trial": config.cpus_per_trial,
@@ -358,4 +382,5 @@ __all__ = [
     "step_size_objective",
     "step_size_path",
     "step_size_trainable",
+    "tuning_inputs",
 ]

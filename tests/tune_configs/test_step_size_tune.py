@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from greenflow.platform.data.store import load_requests
 from greenflow.tune_configs.step_size import (
     StepSizeProblem,
     StepSizeTuneConfig,
@@ -23,6 +24,7 @@ from greenflow.tune_configs.step_size import (
     search_space,
     step_size_objective,
     step_size_path,
+    tuning_inputs,
 )
 
 
@@ -112,12 +114,20 @@ def test_search_space_samples_are_valid_objective_params() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster")
 def test_two_trials_write_the_best_step_size_config(reward_run, tmp_path: Path) -> None:
+    import dataclasses
+
     from greenflow.platform.reward import RewardModelConfig
     from greenflow.platform.reward.run import train_reward_variants
     from greenflow.platform.reward.training import RewardTrainConfig
+    from greenflow.platform.simulation import ChainSampling
+    from greenflow.simulators.simulate import SimulateConfig, run_simulation
 
     run_dir = tmp_path / "run"
     shutil.copytree(reward_run.run_dir, run_dir)
+    # the tune replays reward-split requests with every chain simulated
+    run_simulation(dataclasses.replace(reward_run, run_dir=run_dir),
+                   SimulateConfig(actors=1, num_cpus=0.5, sampling=ChainSampling(1.0)),
+                   log=lambda _: None)  # fmt: skip
     train_reward_variants(run_dir, ["full"], RewardModelConfig(),
                           RewardTrainConfig(epochs=1, batch_size=16), log=lambda _: None)  # fmt: skip
     problem = StepSizeProblem(traffic=TrafficProfile(base_rate=5.0, duration_s=300.0))
@@ -134,4 +144,11 @@ def test_two_trials_write_the_best_step_size_config(reward_run, tmp_path: Path) 
     assert doc["traffic"]["spike_factor"] == 3.0 and doc["windows"] >= 30
     assert Path(doc["experiment_path"]).parent == run_dir.resolve() / "tune"
     assert sum("trial" in line for line in lines) >= 2
-    assert "step_size" in format_best(doc)
+    assert "method" in format_best(doc) and doc["split"] == "reward"
+    assert doc["requests_replayed"] == len(load_requests(run_dir / "data", "reward"))
+
+
+@pytest.mark.usefixtures("no_ray")
+def test_the_tune_refuses_a_reward_split_with_sampled_chains(serve_run) -> None:
+    with pytest.raises(ValueError, match="chain-fraction 1"):
+        tuning_inputs(serve_run.run_dir)  # half of the chains per reward request
