@@ -290,13 +290,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     args.budgets = 12
     cmd_evaluate(args)
     _log("\n== 7/8 online: Serve load test, GreenFlow vs EQUAL at one budget, 3x spike, "
-         f"{DEMO_LOADTEST_REPEATS} repeats of the same schedule")  # fmt: skip
+         f"{DEMO_LOADTEST_REPEATS} repeats of the same schedule, the spike announced")  # fmt: skip
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.online_eval import run_online_comparison
 
     run_online_comparison(_config(args).run_dir, ["greenflow", "equal"],
                           TrafficProfile(base_rate=8.0, duration_s=30.0, spike_factor=3.0),
-                          port=args.port, repeats=DEMO_LOADTEST_REPEATS, log=_log)  # fmt: skip
+                          port=args.port, repeats=DEMO_LOADTEST_REPEATS, announce=True,
+                          log=_log)  # fmt: skip
     _log("\n== 8/8 PFEC report of the run")
     args.pue, args.carbon_intensity, args.prometheus = None, None, None
     cmd_pfec_report(args)
@@ -411,7 +412,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
             write_loadtest,
         )
 
-        lt = LoadtestConfig(url=args.url, profile=profile, max_requests=args.max_requests)
+        lt = LoadtestConfig(url=args.url, profile=profile, max_requests=args.max_requests,
+                            announce=args.announce_traffic)  # fmt: skip
         doc = run_loadtest(lt, load_replay_requests(config.run_dir), _log).doc()
         horizon = read_horizon(config.data_dir)
         paths = write_loadtest(config.run_dir, {doc["policy"]: doc}, horizon)
@@ -424,7 +426,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     connect()
     run_online_comparison(config.run_dir, policies, profile, port=args.port,
                           app_overrides=_app_overrides(args), max_requests=args.max_requests,
-                          repeats=args.repeats, log=_log)  # fmt: skip
+                          repeats=args.repeats, announce=args.announce_traffic,
+                          log=_log)  # fmt: skip
 
 
 def _pfec_config(args: argparse.Namespace) -> PFECConfig:
@@ -702,6 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest.add_argument("--seed", type=int, default=0, help="arrival-time seed")
     loadtest.add_argument("--repeats", type=int, default=1,
                           help="replay the same schedule this many times per policy (1)")  # fmt: skip
+    loadtest.add_argument("--announce-traffic", action="store_true",
+                          help="PUT the traffic profile to /allocator/forecast first, as an "
+                               "operator announces a planned spike")  # fmt: skip
     _serve_options(loadtest)
     loadtest.set_defaults(func=cmd_loadtest)
 

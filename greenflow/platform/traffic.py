@@ -13,6 +13,7 @@ Pure numpy: no Ray, no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +56,16 @@ class TrafficProfile:
         start, end = self.spike_interval_s()
         # A spike_factor of 1 is no spike at all, whatever the segment says.
         return "spike" if start <= t_s < end and self.spike_factor != 1.0 else "steady"
+
+    def rate_steps(self) -> list[tuple[float, float]]:
+        """``[(s from the start, req/s), ...]``: the profile as steps of an announced plan
+        (``ArrivalPlan``; the base rate holds after the end)."""
+        start, end = self.spike_interval_s()
+        steps = [(0.0, self.base_rate), (start, self.base_rate * self.spike_factor),
+                 (end, self.base_rate)]  # fmt: skip
+        # a spike at the very start, or of no length, shares a time with another step
+        return [a for a, b in zip(steps, [*steps[1:], (math.inf, 0.0)], strict=True)
+                if a[0] < b[0]]  # fmt: skip
 
     def expected_arrivals(self, start_s: float, length_s: float) -> float:
         """Expected requests in [start, start + length) (s from the start of the traffic):

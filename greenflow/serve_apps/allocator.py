@@ -39,6 +39,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.util.metrics import Counter, Histogram
 
+from greenflow.platform.allocation.arrival_plan import MAX_STEPS as MAX_PLAN_STEPS
+from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
 from greenflow.platform.chains import Chain
@@ -83,6 +85,15 @@ class RecommendBody(BaseModel):
     k: Annotated[int, Field(ge=1, le=1000, strict=True)] | None = None
     activity: Annotated[int, Field(ge=0, le=ID_MAX, strict=True)] | None = None
     request_id: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ForecastBody(BaseModel):
+    """``PUT /allocator/forecast`` body: announced traffic as ``[unix_s, req/s]`` steps
+    (``platform.allocation.arrival_plan``); an empty list clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[tuple[float, float]] = Field(max_length=MAX_PLAN_STEPS)
 
 
 @dataclass(frozen=True)
@@ -412,6 +423,29 @@ class Allocator:
             "reports_dropped": self.dropped_reports,
             **self.counts,
         }
+
+    @app.put("/allocator/forecast")
+    async def forecast(self, request: Request) -> JSONResponse:
+        """Announce the coming traffic: the driver solves λ for each next window's planned
+        arrivals (after a planned spike the price falls as the plan says traffic does)."""
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+        try:
+            steps = ForecastBody.model_validate_json(body).steps
+            if steps:
+                ArrivalPlan.from_steps(steps)  # every rule of a plan, before the driver
+        except ValidationError as err:
+            return _error(422, _validation_message(err))
+        except ValueError as err:
+            return _error(422, str(err))
+        try:
+            done = await asyncio.wait_for(
+                self.driver.set_arrival_plan.remote([list(s) for s in steps]), timeout=5.0
+            )
+        except Exception as err:
+            return _error(503, f"dual-price driver unreachable: {type(err).__name__}")
+        return JSONResponse(done)
 
     @app.get("/allocator/windows")
     async def windows(self, since: float = -1.0) -> JSONResponse:

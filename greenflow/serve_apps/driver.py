@@ -28,6 +28,7 @@ import numpy as np
 import ray
 from ray.util.metrics import Gauge
 
+from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.nearline import NearlineDriver
 from greenflow.platform.allocation.primal_dual import DualPriceController
@@ -108,9 +109,12 @@ class DualPriceDriver:
         self.fit_price = fit_price
         self.core = NearlineDriver(controller, self.q, config.budget, config.window_s,
                                    grace_s=config.grace_s)  # fmt: skip
+        self.arrival_plan: ArrivalPlan | None = None
         if doc is not None:
             self.core.restore(doc)
             self.restored = True
+            if doc.get("arrival_plan"):
+                self._use_plan(ArrivalPlan.from_steps(doc["arrival_plan"]))
         # Windows up to here are in a checkpoint on disk: replicas may forget their reports.
         self.checkpointed_through_s = float(doc["last_closed_s"]) if doc else -math.inf
         tags = {"app": config.app_name}
@@ -145,9 +149,14 @@ class DualPriceDriver:
             except Exception:  # keep the loop alive; the error is in the actor's log
                 logger.exception("dual-price driver tick failed")
 
+    def _use_plan(self, plan: ArrivalPlan | None) -> None:
+        self.arrival_plan = plan
+        self.core.arrivals_forecast = None if plan is None else plan.expected_arrivals
+
     def _checkpoint_doc(self) -> dict[str, Any]:
         return {
             **self.core.checkpoint(),
+            "arrival_plan": None if self.arrival_plan is None else self.arrival_plan.steps(),
             "deployment_id": self.config.deployment_id,
             "fit_price": self.fit_price,
             "config": {**asdict(self.config), "budget": self.config.budget.to_dict()},
@@ -193,7 +202,18 @@ class DualPriceDriver:
                 "pid": os.getpid(),
                 "incarnation": self.incarnation,
                 "checkpointed_through_s": self.checkpointed_through_s,
+                "arrival_plan_steps": 0
+                if self.arrival_plan is None
+                else len(self.arrival_plan.times_s),
             }
+
+    def set_arrival_plan(self, steps: list[list[float]] | None) -> dict[str, Any]:
+        """Announce traffic (``[[unix_s, rps], ...]``; None or [] clears it): λ is then
+        solved for each next window's planned arrivals. Raises ValueError on a bad plan."""
+        plan = ArrivalPlan.from_steps(steps) if steps else None
+        with self._lock:
+            self._use_plan(plan)  # checkpointed with the next closed window
+        return {"steps": 0 if plan is None else len(plan.times_s)}
 
     def windows(self, since_s: float = -math.inf) -> list[dict[str, Any]]:
         with self._lock:

@@ -65,12 +65,14 @@ def run_online_comparison(
     max_requests: int = 5000,
     pfec: PFECConfig | None = None,
     repeats: int = 1,
+    announce: bool = False,
     log: Log = print,
 ) -> dict[str, dict[str, Any]]:
     """Deploy, replay and tear down each policy in turn, ``repeats`` times over the same
     schedule (the policy order alternates between repeats, so drift of the machine favours
     none); writes loadtest.json/.png with the last repeat's documents and, with several
-    repeats, their summary (``"repeats"``).
+    repeats, their summary (``"repeats"``). ``announce``: each run first PUTs its traffic
+    profile to ``/allocator/forecast`` (every policy gets it; only GreenFlow's λ uses it).
 
     Every policy gets the same budget: ``budget_fraction`` (default 0.5) of everyone-full
     at the profile's base rate, unless ``app_overrides`` sets one. Needs a Ray cluster.
@@ -93,7 +95,8 @@ def run_online_comparison(
                 f"deploying the Serve app on 127.0.0.1:{port}")  # fmt: skip
             url = deploy(args, port=port)
             try:
-                config = LoadtestConfig(url=url, profile=profile, max_requests=max_requests)
+                config = LoadtestConfig(url=url, profile=profile, max_requests=max_requests,
+                                        announce=announce)  # fmt: skip
                 run = run_loadtest(config, requests, log)
             finally:
                 teardown(args.app_name)

@@ -47,6 +47,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 REQUEST_COLUMNS = ("request_id", "user_id", "history", "positives")
 WALL_GRACE_S = 5.0  # default wall bound: profile + one request timeout + this
+ANNOUNCE_LEAD_S = 0.5  # an announced run starts this long after its plan is sent
 PARTIAL_TOLERANCE_S = 0.05  # clock jitter allowed when deciding a window is partial
 PREFLIGHT_TIMEOUT_S = 5.0
 
@@ -75,6 +76,9 @@ class LoadtestConfig:
     k: int | None = None  # exposed items; None: the server's default
     seed: int = 0  # request order (the profile's own seed draws the arrivals)
     progress_every_s: float = 5.0
+    # PUT the profile to /allocator/forecast before sending, as an operator announces a
+    # planned spike: the driver then solves λ for each next window's planned arrivals
+    announce: bool = False
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -258,7 +262,13 @@ async def replay(config: LoadtestConfig, requests: pd.DataFrame, log: Log = prin
             f"[{spike[0]:g}, {spike[1]:g}) s) -> {config.base_url} "
             f"(policy {state_before.get('policy', '?')})"
         )
-        records, start_epoch, duration = await _send_all(session, config, rows, times, order, log)
+        start_at = None
+        if config.announce:
+            start_at = time.time() + ANNOUNCE_LEAD_S
+            await _announce(session, config, start_at, log)
+        records, start_epoch, duration = await _send_all(
+            session, config, rows, times, order, log, start_at
+        )
         # Ask from one window before the start so the window holding t = 0 is included.
         since = start_epoch - max(1.0, _window_s(state_before) or 1.0)
         windows, state, errors = await _fetch_after(session, config, since)
@@ -274,6 +284,18 @@ async def replay(config: LoadtestConfig, requests: pd.DataFrame, log: Log = prin
                       state_before, tuple(errors))  # fmt: skip
     log(_summary_line(run))
     return run
+
+
+async def _announce(
+    session: aiohttp.ClientSession, config: LoadtestConfig, start_epoch_s: float, log: Log
+) -> None:
+    """PUT the profile's rate steps, from ``start_epoch_s``, to ``/allocator/forecast``."""
+    steps = [[start_epoch_s + t, r] for t, r in config.profile.rate_steps()]
+    url = f"{config.base_url}/allocator/forecast"
+    async with session.put(url, json={"steps": steps}) as resp:
+        if resp.status != 200:
+            raise LoadtestError(f"PUT {url} answered {resp.status}: {_detail(await resp.text())}")
+    log(f"loadtest: announced {len(steps)} rate step(s) to {url}")
 
 
 async def _preflight(session: aiohttp.ClientSession, config: LoadtestConfig) -> dict[str, Any]:
@@ -351,13 +373,20 @@ async def _send_all(
     times: np.ndarray,
     order: np.ndarray,
     log: Log,
+    start_epoch_s: float | None = None,
 ) -> tuple[list[RequestRecord], float, float]:
-    """Send every scheduled request at its time; returns (records, start epoch, duration s)."""
+    """Send every scheduled request at its time from ``start_epoch_s`` (Unix s; default
+    now); returns (records, start epoch, duration s)."""
     loop = asyncio.get_running_loop()
     progress = _Progress()
     records: list[RequestRecord] = []
     tasks: set[asyncio.Task[None]] = set()
     t0, start_epoch = loop.time(), time.time()
+    if start_epoch_s is not None:  # an announced start: wait for it
+        t0, start_epoch = (
+            t0 + max(0.0, start_epoch_s - start_epoch),
+            max(start_epoch_s, start_epoch),
+        )
     deadline = t0 + config.wall_limit_s
     reporter = asyncio.create_task(_report(progress, config.progress_every_s, t0, log))
     for seq, (t_s, r) in enumerate(zip(times.tolist(), order.tolist(), strict=True)):
@@ -651,7 +680,8 @@ def _client_settings(config: LoadtestConfig | None) -> dict[str, Any]:
         return {}
     return {"url": config.base_url, "max_requests": config.max_requests,
             "max_in_flight": config.max_in_flight, "request_timeout_s": config.request_timeout_s,
-            "wall_limit_s": config.wall_limit_s, "k": config.k, "seed": config.seed}  # fmt: skip
+            "wall_limit_s": config.wall_limit_s, "k": config.k, "seed": config.seed,
+            "announce": config.announce}  # fmt: skip
 
 
 # --- table, plot, files ------------------------------------------------------------------

@@ -69,6 +69,37 @@ def test_health_state_and_windows(app_url) -> None:
     assert sum(w["requests"] for w in windows) >= 5
 
 
+def _put(url: str, body: object) -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_announced_traffic_reaches_the_driver(app_url) -> None:
+    import ray
+
+    from greenflow.serve_apps.driver import NAMESPACE, driver_name
+
+    now = time.time()
+    for bad in ({"steps": [[now, 5.0], [now - 1, 5.0]]}, {"steps": [[now, -1.0]]},
+                {"steps": [[now]]}, {"steps": "soon"}, {"steps": [], "extra": 1}, [1, 2]):  # fmt: skip
+        status, detail = _put(f"{app_url}/allocator/forecast", bad)
+        assert status == 422, (bad, status, detail)
+    driver = ray.get_actor(driver_name("greenflow"), namespace=NAMESPACE)
+    plan = {"steps": [[now, 10.0], [now + 10, 30.0], [now + 20, 10.0]]}
+    assert _put(f"{app_url}/allocator/forecast", plan) == (200, {"steps": 3})
+    assert ray.get(driver.state.remote(), timeout=30)["arrival_plan_steps"] == 3
+    assert _put(f"{app_url}/allocator/forecast", {"steps": []}) == (200, {"steps": 0})
+    assert ray.get(driver.state.remote(), timeout=30)["arrival_plan_steps"] == 0
+
+
 def test_baseline_policy_served_by_the_same_app(serve_run, serve_port) -> None:
     from greenflow.serve_apps.app import deploy, teardown
 

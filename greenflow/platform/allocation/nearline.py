@@ -60,8 +60,8 @@ SHARE_EMA = 0.8
 SHARE_FLOOR = 0.1  # fraction of the budget split equally among the replicas seen
 FORGET_WINDOWS = 10  # a replica neither reporting nor polling this many windows is forgotten
 
-# (window start s, window length s) -> expected requests in that window
-ArrivalsForecast = Callable[[float, float], float]
+# (window start s, window length s) -> expected requests in that window; None: no forecast
+ArrivalsForecast = Callable[[float, float], float | None]
 
 
 @dataclass
@@ -294,8 +294,8 @@ class NearlineDriver:
         budget = self.window_budget_flops(start)
         if self.arrivals_forecast is None:
             return budget
-        expected = float(self.arrivals_forecast(start, self.window_s))
-        return budget * samples / expected if expected > 0 else budget
+        expected = self.arrivals_forecast(start, self.window_s)
+        return budget * samples / expected if expected is not None and expected > 0 else budget
 
     def state(self) -> dict[str, Any]:
         now = self.clock()
