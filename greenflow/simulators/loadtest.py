@@ -820,6 +820,19 @@ def write_loadtest(
     return path, plot_loadtest(docs, run_dir / LOADTEST_PLOT)
 
 
+def replay_running_app(
+    config: LoadtestConfig, run_dir: Path, log: Log = print
+) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
+    app already serving at ``config.url``, write loadtest.json/.png with its document
+    (the dataset's ground-truth horizon beside it); returns the document and both paths."""
+    from greenflow.platform.data.store import read_horizon
+
+    doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
+    horizon = read_horizon(Path(run_dir) / "data")
+    return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
+
+
 __all__ = [
     "DEFAULT_URL",
     "LOADTEST_FILE",
@@ -837,6 +850,7 @@ __all__ = [
     "plot_loadtest",
     "replay",
     "replay_rows",
+    "replay_running_app",
     "run_loadtest",
     "schedule",
     "write_loadtest",
