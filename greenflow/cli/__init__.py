@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from greenflow.cli import data, demo, evaluate, pfec, serve, simulate, train, tune
+from greenflow.errors import GreenflowError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,16 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the user's to fix: the project's own errors (GreenflowError: a
+    bad option or configuration, an unusable input), a missing input (FileNotFoundError:
+    "run `greenflow …` first"), an option pydantic rejects (the Serve app's AppArgs).
+    Anything else is a bug and keeps its traceback."""
+    if isinstance(exc, GreenflowError | FileNotFoundError):
+        return True
+    pydantic = sys.modules.get("pydantic")  # loaded by whoever validated, if anyone did
+    return pydantic is not None and isinstance(exc, pydantic.ValidationError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 with one line on stderr for a user error (as for
+    argparse's own errors). Every other exception propagates with its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:  # DataError is a ValueError
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         print(f"greenflow: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "is_user_error", "main"]

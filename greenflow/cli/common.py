@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from greenflow.config import DATASETS, Config, load_config
+from greenflow.errors import ConfigError, GreenflowError
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +32,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace) -> Config:
     """The run's configuration: the dataset's defaults, the --config YAML, the run dir."""
     return load_config(args.config, args.dataset, args.run_dir)
+
+
+def from_options(make: Callable[..., T], *args: Any, **options: Any) -> T:
+    """``make(*args, **options)``: a typed configuration built from command-line options,
+    whose validation's ValueError is a ConfigError (the user's to fix, not a bug)."""
+    try:
+        return make(*args, **options)
+    except GreenflowError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def log(message: str) -> None:

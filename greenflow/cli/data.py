@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from greenflow.platform.data.synthetic import SyntheticConfig
@@ -57,7 +58,7 @@ def fetch(config: Config, log: Log = common.log) -> None:
     from greenflow.platform.data.sources import fetch_movielens
 
     if config.dataset != "movielens-100k":
-        raise ValueError(f"{config.dataset} is not downloaded: use `greenflow data prepare`")
+        raise ConfigError(f"{config.dataset} is not downloaded: use `greenflow data prepare`")
     folder = fetch_movielens(config.cache_dir)
     log(f"movielens-100k files in {folder}")
 
@@ -77,7 +78,7 @@ def synthetic_config(
         return None
     given = {k: v for k, v in (("users", users), ("items", items), ("seed", seed))
              if v is not None}  # fmt: skip
-    synth = dataclasses.replace(config.synthetic, **given)
+    synth = common.from_options(dataclasses.replace, config.synthetic, **given)
     if requests is not None:
         overrides = {k: v for k, v in dataclasses.asdict(synth).items() if k != "users"}
         synth = synthetic.config_for_requests(

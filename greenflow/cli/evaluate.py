@@ -42,4 +42,4 @@ def _command(args: argparse.Namespace) -> None:
     from greenflow.simulators.evaluate import EvaluateConfig
 
     config = common.load(args)
-    run(config, EvaluateConfig(budgets=args.budgets))
+    run(config, common.from_options(EvaluateConfig, budgets=args.budgets))

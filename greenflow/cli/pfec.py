@@ -128,11 +128,15 @@ def _calibrate_command(args: argparse.Namespace) -> None:
     from greenflow.simulators.pfec_jobs import CalibrationConfig
 
     config = common.load(args)
-    calibration = CalibrationConfig(
+    calibration = common.from_options(
+        CalibrationConfig,
         seconds=args.seconds,
         idle_seconds=args.idle_seconds,
         batch_size=args.batch_size,
         models=tuple(args.model or ()),
     )
-    pfec = PFECConfig(pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity)
-    calibrate(config, calibration, pfec, EstimateConfig(cpu_tdp_w=args.cpu_tdp_w))
+    pfec = common.from_options(
+        PFECConfig, pue=args.pue, carbon_intensity_g_per_kwh=args.carbon_intensity
+    )
+    estimate = common.from_options(EstimateConfig, cpu_tdp_w=args.cpu_tdp_w)
+    calibrate(config, calibration, pfec, estimate)

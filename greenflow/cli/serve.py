@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from greenflow.platform.traffic import TrafficProfile
@@ -104,7 +105,7 @@ def serve(app_args: AppArgs, port: int, detach: bool, log: Log = common.log) -> 
     from greenflow.simulators.cluster import connect
 
     if detach and "RAY_ADDRESS" not in os.environ:
-        raise ValueError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
+        raise ConfigError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
                          "app stops with this command")  # fmt: skip
     connect()
     url = deploy(app_args, port=port)
@@ -168,16 +169,18 @@ def _loadtest_command(args: argparse.Namespace) -> None:
     from greenflow.platform.traffic import TrafficProfile
 
     config = common.load(args)
-    profile = TrafficProfile(base_rate=args.base_rate, duration_s=args.duration,
-                             spike_factor=args.spike_factor, seed=args.seed)  # fmt: skip
+    profile = common.from_options(TrafficProfile, base_rate=args.base_rate,
+                                  duration_s=args.duration, spike_factor=args.spike_factor,
+                                  seed=args.seed)  # fmt: skip
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if args.url and args.repeats != 1:
-        raise ValueError("--repeats redeploys each policy: run it without --url")
+        raise ConfigError("--repeats redeploys each policy: run it without --url")
     if args.url:
         from greenflow.simulators.loadtest import LoadtestConfig
 
-        loadtest = LoadtestConfig(url=args.url, profile=profile, max_requests=args.max_requests,
-                                  announce=args.announce_traffic)  # fmt: skip
+        loadtest = common.from_options(LoadtestConfig, url=args.url, profile=profile,
+                                       max_requests=args.max_requests,
+                                       announce=args.announce_traffic)  # fmt: skip
         replay_url(config, loadtest)
         return
     compare(config, policies, profile, args.port, app_overrides(args), args.max_requests,

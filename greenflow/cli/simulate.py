@@ -65,12 +65,13 @@ def _command(args: argparse.Namespace) -> None:
     from greenflow.simulators.simulate import SimulateConfig
 
     config = common.load(args)
-    sim = SimulateConfig(
+    sim = common.from_options(
+        SimulateConfig,
         actors=args.actors,
         batch_size=args.batch_size,
         num_cpus=args.num_cpus,
         num_gpus=args.num_gpus,
         splits=tuple(args.splits.split(",")),
-        sampling=ChainSampling(fraction=args.chain_fraction, seed=args.seed),
+        sampling=common.from_options(ChainSampling, fraction=args.chain_fraction, seed=args.seed),
     )
     run(config, sim)

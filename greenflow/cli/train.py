@@ -55,7 +55,7 @@ def with_pool_epochs(config: Config, epochs: int | None) -> Config:
     """``config`` with the cascade models' training epochs overridden (None: unchanged)."""
     if epochs is None:
         return config
-    train = dataclasses.replace(config.pool.train, epochs=epochs)
+    train = common.from_options(dataclasses.replace, config.pool.train, epochs=epochs)
     return dataclasses.replace(config, pool=dataclasses.replace(config.pool, train=train))
 
 
@@ -87,7 +87,7 @@ def reward_configs(
         log(f"using the tuned configuration from {tuned_from} (Tune val_loss "
             f"{tuned['val_loss']:.4f}; --no-tuned to ignore)")  # fmt: skip
     if epochs is not None:
-        train_cfg = dataclasses.replace(train_cfg, epochs=epochs)
+        train_cfg = common.from_options(dataclasses.replace, train_cfg, epochs=epochs)
     return model_cfg, train_cfg, tuned_from
 
 

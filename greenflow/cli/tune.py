@@ -91,7 +91,8 @@ def _reward_command(args: argparse.Namespace) -> None:
     from greenflow.tune_configs.reward import RewardTuneConfig
 
     config = common.load(args)
-    search = RewardTuneConfig(
+    search = common.from_options(
+        RewardTuneConfig,
         num_samples=args.num_samples,
         variant=args.variant,
         cpus_per_trial=args.cpus_per_trial,
@@ -105,10 +106,12 @@ def _step_size_command(args: argparse.Namespace) -> None:
     from greenflow.tune_configs.step_size import StepSizeProblem, StepSizeTuneConfig
 
     config = common.load(args)
-    search = StepSizeTuneConfig(
+    search = common.from_options(
+        StepSizeTuneConfig,
         num_samples=args.num_samples,
         cpus_per_trial=args.cpus_per_trial,
         searcher=args.searcher,
         seed=args.seed,
     )
-    step_size(config, search, StepSizeProblem(budget_fraction=args.budget_fraction))
+    problem = common.from_options(StepSizeProblem, budget_fraction=args.budget_fraction)
+    step_size(config, search, problem)

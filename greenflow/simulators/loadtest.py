@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from greenflow.errors import GreenflowError, InputError
 from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.traffic import OVER_BUDGET_SLACK, TrafficProfile, request_order
 
@@ -59,7 +60,7 @@ def default_profile() -> TrafficProfile:
     return TrafficProfile(base_rate=10.0, duration_s=30.0, spike_factor=3.0)
 
 
-class LoadtestError(RuntimeError):
+class LoadtestError(GreenflowError, RuntimeError):
     """The load test cannot start (e.g. no allocator answers at the URL)."""
 
 
@@ -216,7 +217,7 @@ def replay_rows(requests: pd.DataFrame) -> list[ReplayRow]:
     if missing:
         raise ValueError(f"request frame lacks column(s) {missing}; needs {REQUEST_COLUMNS}")
     if len(requests) == 0:
-        raise ValueError("no requests to replay (empty evaluation split?)")
+        raise InputError("no requests to replay (empty evaluation split?)")
     columns = (requests[c] for c in REQUEST_COLUMNS)
     return [
         ReplayRow(int(rid), int(uid), tuple(int(i) for i in hist), frozenset(int(i) for i in pos))
