@@ -182,7 +182,7 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
     assert steps["evaluate.run"][0][1] == EvaluateConfig()
     online_args, online_kwargs = steps["run_online_comparison"]
     assert online_args[1] == ["greenflow", "equal"] and online_kwargs["port"] == 8123
-    assert online_kwargs["repeats"] == 3
+    assert online_kwargs["repeats"] == 3 and online_kwargs["announce"] is True
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("== ")]
     assert [h.split()[1] for h in headers] == [f"{i}/8" for i in range(1, 9)]
