@@ -22,12 +22,14 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from greenflow.errors import ConfigError
 from greenflow.platform.chains import ChainSpace, default_space
 from greenflow.platform.data.requests import RequestConfig, SplitFractions
 from greenflow.platform.data.synthetic import SyntheticConfig
@@ -83,7 +85,7 @@ class Config:
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
 
     @property
     def data_dir(self) -> Path:
@@ -93,7 +95,7 @@ class Config:
 def default_config(dataset: str = "movielens-100k", run_dir: Path | None = None) -> Config:
     """The defaults for a dataset (ML-100k gets a larger evaluation share)."""
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+        raise ConfigError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
     return Config(
         dataset=dataset,
         run_dir=run_dir or Path("runs") / dataset,
@@ -112,19 +114,19 @@ def load_config(path: Path | None, dataset: str, run_dir: Path | None = None) ->
         raise FileNotFoundError(f"{path}: config file not found")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     for key in ("dataset", "run_dir"):
         if key in data:
-            raise ValueError(f"{path}: {key!r} comes from the command line, not the config file")
+            raise ConfigError(f"{path}: {key!r} comes from the command line, not the config file")
     return _merge(base, data, where=str(path))
 
 
 def _field_hints(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    """Type hints of dataclass ``cls``'s fields; ValueError naming any key it does not have."""
+    """Type hints of dataclass ``cls``'s fields; ConfigError naming any key it does not have."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; expected {sorted(names)}")
     return typing.get_type_hints(cls)
 
 
@@ -132,18 +134,18 @@ def _merge(obj: Any, data: dict[str, Any], where: str) -> Any:
     """A copy of dataclass ``obj`` with fields replaced from ``data``, recursively."""
     hints = _field_hints(type(obj), data, where)
     changes = {k: _convert(getattr(obj, k), hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return dataclasses.replace(obj, **changes)
+    return _checked(where, dataclasses.replace, obj, **changes)
 
 
 def _convert(current: Any, hint: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping")
+            raise ConfigError(f"{where}: expected a mapping")
         return _merge(current, value, where)
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list")
+            raise ConfigError(f"{where}: expected a list")
         (item_hint, *_) = typing.get_args(hint)
         item_default = current[0] if current else None
         return tuple(_convert_item(item_default, item_hint, v, f"{where}[{i}]")
@@ -154,7 +156,7 @@ def _convert(current: Any, hint: Any, value: Any, where: str) -> Any:
 def _convert_item(current: Any, hint: Any, value: Any, where: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping")
+            raise ConfigError(f"{where}: expected a mapping")
         return _build(hint, value, where)
     if hint is Path or (isinstance(hint, types.UnionType) and Path in typing.get_args(hint)):
         return Path(value)
@@ -163,7 +165,7 @@ def _convert_item(current: Any, hint: Any, value: Any, where: str) -> Any:
             if scalar is float and isinstance(value, int) and not isinstance(value, bool):
                 return float(value)
             if not isinstance(value, scalar) or (scalar is int and isinstance(value, bool)):
-                raise ValueError(f"{where}: expected {scalar.__name__}, got {value!r}")
+                raise ConfigError(f"{where}: expected {scalar.__name__}, got {value!r}")
             return value
     return value
 
@@ -171,7 +173,19 @@ def _convert_item(current: Any, hint: Any, value: Any, where: str) -> Any:
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     """A new ``cls`` from ``data`` (fields not given keep their defaults)."""
     hints = _field_hints(cls, data, where)
-    return cls(**{k: _convert(None, hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    return _checked(where, cls, **{k: _convert(None, hints[k], v, f"{where}.{k}")
+                                   for k, v in data.items()})  # fmt: skip
+
+
+def _checked(where: str, make: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``make(*args, **kwargs)``, a dataclass built from the file: the ValueError of its
+    validation becomes a ConfigError naming where in the file the values came from."""
+    try:
+        return make(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def config_to_dict(config: Any) -> Any:

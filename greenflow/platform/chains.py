@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from greenflow.errors import ConfigError, UnknownModelError
 from greenflow.platform.models.flops import ModelFlops
 
 
@@ -99,7 +100,7 @@ def generate_chains(space: ChainSpace) -> list[Chain]:
         if all(a >= b for a, b in itertools.pairwise(ks)) and ks[-1] >= space.exposed_k:
             chains.append(Chain(tuple(actions)))
     if not chains:
-        raise ValueError(f"no chain satisfies k_1 >= ... >= k_S >= K={space.exposed_k}")
+        raise ConfigError(f"no chain satisfies k_1 >= ... >= k_S >= K={space.exposed_k}")
     return chains
 
 
@@ -108,7 +109,7 @@ def chain_cost(chain: Chain, flops: Mapping[str, ModelFlops], corpus_size: int) 
     total = 0.0
     for action, n in zip(chain.actions, chain.scored_items(corpus_size), strict=True):
         if action.model not in flops:
-            raise KeyError(f"no measured FLOPs for model {action.model!r}")
+            raise UnknownModelError(f"no measured FLOPs for model {action.model!r}")
         total += flops[action.model].cost(n)
     return total
 

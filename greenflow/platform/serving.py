@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from greenflow.errors import ConfigError
 from greenflow.platform.allocation.baselines import EqualPolicy
 from greenflow.platform.chains import Chain, ChainSpace
 from greenflow.platform.data.store import load_dataset
@@ -85,11 +86,11 @@ class ServingAssets:
             ids = [c.id for c in self.chains]
             wanted = policy.removeprefix("fixed:")
             if wanted not in ids:
-                raise ValueError(
+                raise ConfigError(
                     f"policy {policy!r}: {wanted!r} is not one of the {len(ids)} chains"
                 )
             return ids.index(wanted)
-        raise ValueError(
+        raise ConfigError(
             f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}"
         )
 

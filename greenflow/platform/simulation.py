@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from greenflow.errors import UnknownModelError
 from greenflow.platform.cascade import item_scores
 from greenflow.platform.chains import Action, Chain, ChainSpace
 from greenflow.platform.models.base import CascadeModel
@@ -103,7 +104,7 @@ class AllChainSimulator:
         self.item_chunk = item_chunk
         missing = {a.model for c in self.chains for a in c.actions} - set(models)
         if missing:
-            raise KeyError(f"chains use models not in the pool: {sorted(missing)}")
+            raise UnknownModelError(f"chains use models not in the pool: {sorted(missing)}")
         # every prefix that some chain extends, per stage, and the (model -> scales) it leads to
         self._next: list[dict[Prefix, dict[str, list[int]]]] = []
         for s in range(len(space.stages)):

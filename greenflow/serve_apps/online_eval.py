@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
@@ -78,7 +79,7 @@ def run_online_comparison(
     at the profile's base rate, unless ``app_overrides`` sets one. Needs a Ray cluster.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     run_dir = Path(run_dir).resolve()
     pfec = pfec or PFECConfig()
     requests = load_replay_requests(run_dir)

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from greenflow.config import Config, config_to_dict
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.allocation.baselines import (
     CRASPolicy,
     DCAFPolicy,
@@ -70,6 +71,10 @@ class EvaluateConfig:
     # clicks, over this range of the full cost.
     expected_fractions: tuple[float, float] = (0.2, 0.9)
 
+    def __post_init__(self) -> None:
+        if self.budgets < 2:
+            raise ConfigError("a sweep needs at least 2 budgets")
+
 
 BASELINES = ("equal", "cras", "dcaf")  # the practical competitors of the headline
 
@@ -100,7 +105,7 @@ def load_inputs(run_dir: Path) -> EvalInputs:
     samples = samples[samples["error"].isna()]
     ev = samples[samples["split"] == "eval"].sort_values("request_id")
     if ev.empty:
-        raise ValueError("no evaluation-split samples: simulate with --splits reward,eval")
+        raise InputError("no evaluation-split samples: simulate with --splits reward,eval")
     R = np.zeros((len(ev), len(chains)))
     for row, (idx, rew) in enumerate(zip(ev["chain_idx"], ev["reward"], strict=True)):
         R[row, np.asarray(idx)] = rew

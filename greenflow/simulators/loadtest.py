@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from greenflow.errors import GreenflowError, InputError
 from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.traffic import OVER_BUDGET_SLACK, TrafficProfile, request_order
 
@@ -59,7 +60,7 @@ def default_profile() -> TrafficProfile:
     return TrafficProfile(base_rate=10.0, duration_s=30.0, spike_factor=3.0)
 
 
-class LoadtestError(RuntimeError):
+class LoadtestError(GreenflowError, RuntimeError):
     """The load test cannot start (e.g. no allocator answers at the URL)."""
 
 
@@ -216,7 +217,7 @@ def replay_rows(requests: pd.DataFrame) -> list[ReplayRow]:
     if missing:
         raise ValueError(f"request frame lacks column(s) {missing}; needs {REQUEST_COLUMNS}")
     if len(requests) == 0:
-        raise ValueError("no requests to replay (empty evaluation split?)")
+        raise InputError("no requests to replay (empty evaluation split?)")
     columns = (requests[c] for c in REQUEST_COLUMNS)
     return [
         ReplayRow(int(rid), int(uid), tuple(int(i) for i in hist), frozenset(int(i) for i in pos))
@@ -820,6 +821,19 @@ def write_loadtest(
     return path, plot_loadtest(docs, run_dir / LOADTEST_PLOT)
 
 
+def replay_running_app(
+    config: LoadtestConfig, run_dir: Path, log: Log = print
+) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
+    app already serving at ``config.url``, write loadtest.json/.png with its document
+    (the dataset's ground-truth horizon beside it); returns the document and both paths."""
+    from greenflow.platform.data.store import read_horizon
+
+    doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
+    horizon = read_horizon(Path(run_dir) / "data")
+    return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
+
+
 __all__ = [
     "DEFAULT_URL",
     "LOADTEST_FILE",
@@ -837,6 +851,7 @@ __all__ = [
     "plot_loadtest",
     "replay",
     "replay_rows",
+    "replay_running_app",
     "run_loadtest",
     "schedule",
     "write_loadtest",

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.energy import (
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
     DEFAULT_PUE,
@@ -74,7 +75,7 @@ def read_run_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
+            raise InputError(f"{path}: not valid JSON ({err})") from err
         if isinstance(data, dict):  # a JSON list is not one of our outputs: no PFEC in it
             outputs[path.name] = data
     return outputs
@@ -131,7 +132,7 @@ def live_record(name: str, samples: Iterable[Sample], config: PFECConfig) -> PFE
         elif series == REQUESTS.prometheus_name:
             requests += value
     if not energy_samples:
-        raise ValueError(
+        raise InputError(
             f"{name}: no {ENERGY_JOULES.prometheus_name} series; are the node meters running "
             "(greenflow.simulators.node_meter.start_node_meters)?"
         )
@@ -167,7 +168,7 @@ def scrape(url: str, timeout_s: float = 5.0) -> str:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return str(response.read().decode())
     except OSError as err:  # URLError, refused, timeout
-        raise ValueError(f"{url}: cannot read metrics ({err})") from err
+        raise InputError(f"{url}: cannot read metrics ({err})") from err
 
 
 def _calibration_summary(doc: Mapping[str, Any]) -> str:
@@ -260,7 +261,7 @@ class CalibrationConfig:
 def scored_items(stage: str, corpus_size: int) -> int:
     """Items per request a model of ``stage`` scores in calibration."""
     if stage not in DEFAULT_SCORED_ITEMS:
-        raise ValueError(f"no calibration item count for stage {stage!r}")
+        raise ConfigError(f"no calibration item count for stage {stage!r}")
     n = DEFAULT_SCORED_ITEMS[stage]
     return corpus_size if n is None else n
 
@@ -312,7 +313,7 @@ def calibrate_pool(
     names = config.models or tuple(pool.entries)
     unknown = [n for n in names if n not in pool.entries]
     if unknown:
-        raise ValueError(f"model(s) {unknown} not in the pool; it has {sorted(pool.entries)}")
+        raise ConfigError(f"model(s) {unknown} not in the pool; it has {sorted(pool.entries)}")
     compute = [d for d in meter.devices if device_kind(d) is DeviceKind.CPU]
     if not compute:
         raise ValueError(f"the meter has no CPU device to charge; it has {meter.devices}")

@@ -35,6 +35,7 @@ from ray.data import ActorPoolStrategy
 from ray.data.expressions import col
 
 from greenflow.config import Config, config_to_dict
+from greenflow.errors import ConfigError
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.chains import chain_costs, generate_chains
 from greenflow.platform.data.store import (
@@ -123,7 +124,7 @@ def fit_to_cluster(
     if sim.actors * sim.num_cpus <= room:
         return sim
     if room <= 0:
-        raise ValueError(f"a cluster of {cluster_cpus} CPU is too small for the simulation job")
+        raise ConfigError(f"a cluster of {cluster_cpus} CPU is too small for the simulation job")
     per_actor = room / sim.actors
     log(f"  {sim.actors} actors x {sim.num_cpus} CPU do not fit {cluster_cpus:g} CPUs with room for "
         f"I/O tasks: using {per_actor:.2f} CPU per actor")  # fmt: skip

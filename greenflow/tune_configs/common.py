@@ -8,6 +8,8 @@ from typing import Any
 
 from ray import tune
 
+from greenflow.errors import ConfigError
+
 
 class TrialProgress(tune.Callback):
     """One line per finished trial (Tune's own tables are silenced: verbose=0)."""
@@ -31,7 +33,7 @@ def make_searcher(searcher: str, seed: int, num_samples: int) -> Any:
     try:
         import optuna
     except ImportError as exc:
-        raise ValueError(
+        raise ConfigError(
             "the optuna searcher needs the optuna package (pip install optuna); "
             "or use --searcher random"
         ) from exc

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from ray import tune
 
+from greenflow.errors import InputError
 from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
@@ -95,7 +96,7 @@ def calibration_split(n: int, problem: StepSizeProblem) -> tuple[np.ndarray, np.
     perm = np.random.default_rng(problem.traffic.seed).permutation(n)
     cut = max(1, int(round(problem.calibration_fraction * n)))
     if cut >= n:
-        raise ValueError(f"{n} request(s) leave none for the replay after calibration")
+        raise InputError(f"{n} request(s) leave none for the replay after calibration")
     return perm[:cut], perm[cut:]
 
 
@@ -240,7 +241,7 @@ def tuning_inputs(
     data = load_reward_data(run_dir, split, loaded.features, len(chains.flops))
     complete = data.mask.all(axis=1)
     if not complete.any():
-        raise ValueError(f"no {split!r} request has every chain simulated; the step-size tune "
+        raise InputError(f"no {split!r} request has every chain simulated; the step-size tune "
                          "needs them: `greenflow simulate --chain-fraction 1`")  # fmt: skip
     Q = predict_rewards(run_dir, "full", split)
     return Q[complete], data.reward[complete].astype(np.float64), chains.flops

@@ -264,6 +264,26 @@ def test_no_server_is_a_clear_error_before_the_run() -> None:
         run_loadtest(config, _requests([4]), log=lambda _: None)
 
 
+def test_cli_url_replays_the_run_against_a_running_app(
+    allocator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from greenflow.cli import main
+
+    _, server = allocator
+    monkeypatch.setattr("greenflow.simulators.loadtest.load_replay_requests",
+                        lambda run_dir: _requests([4, 5, 10, 11]))  # fmt: skip
+    monkeypatch.setattr("greenflow.platform.data.store.read_horizon", lambda data_dir: "next:5")
+    argv = ["loadtest", "--url", server.url, "--run-dir", str(tmp_path), "--base-rate", "8",
+            "--duration", "1"]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads((tmp_path / "loadtest.json").read_text())
+    assert doc["policy"] == "greenflow" and doc["horizon"] == "next:5" and doc["requests"] > 0
+    out = capsys.readouterr().out
+    assert f"-> {tmp_path / 'loadtest.json'}, {tmp_path / 'loadtest.png'}" in out
+    assert main([*argv, "--repeats", "2"]) == 2  # repeats redeploy: not with --url
+    assert "--repeats redeploys each policy" in capsys.readouterr().err
+
+
 # --- config -------------------------------------------------------------------------------
 
 

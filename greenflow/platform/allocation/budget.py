@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.energy.carbon import PFECConfig, seconds_since_midnight
 from greenflow.platform.energy.units import kwh_to_joules
 
@@ -41,11 +42,11 @@ class ComputeBudget:
 
     def __post_init__(self) -> None:
         if self.kind not in BUDGET_UNITS:
-            raise ValueError(f"budget kind must be one of {list(BUDGET_UNITS)}, got {self.kind!r}")
+            raise ConfigError(f"budget kind must be one of {list(BUDGET_UNITS)}, got {self.kind!r}")
         if not self.value > 0:
-            raise ValueError(f"budget must be > 0 {BUDGET_UNITS[self.kind]}, got {self.value}")
+            raise ConfigError(f"budget must be > 0 {BUDGET_UNITS[self.kind]}, got {self.value}")
         if self.kind != "flops" and not (self.joules_per_flop and self.joules_per_flop > 0):
-            raise ValueError(
+            raise InputError(
                 f"a {self.kind} budget needs the measured joules per FLOP; "
                 "run `greenflow pfec calibrate`"
             )
@@ -61,7 +62,7 @@ class ComputeBudget:
             local_s = None if at_epoch_s is None else seconds_since_midnight(at_epoch_s)
             intensity = self.pfec.intensity_g_per_kwh(local_s)
             if not intensity > 0:
-                raise ValueError("a carbon budget needs a carbon intensity > 0 gCO2eq/kWh")
+                raise ConfigError("a carbon budget needs a carbon intensity > 0 gCO2eq/kWh")
             facility_w = kwh_to_joules(self.value / intensity) / 3600.0
         return facility_w / (self.pfec.pue * self.joules_per_flop)
 

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from greenflow.errors import InputError
+
 INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "label")
 REQUEST_SCHEMA = pa.schema(
     [
@@ -34,7 +36,7 @@ REQUEST_SCHEMA = pa.schema(
 SPLITS: tuple[str, ...] = ("cascade_train", "validation", "reward", "eval")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data file or table is missing or malformed; the message names it and the problem."""
 
 

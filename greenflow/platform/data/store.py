@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from greenflow.errors import ConfigError
 from greenflow.platform.data.click_model import TRUTH_FILE, ClickModel, draw_positives
 from greenflow.platform.data.requests import RequestConfig, assign_splits, iter_request_batches
 from greenflow.platform.data.schema import (
@@ -56,8 +57,8 @@ def write_prepared(
     batches = iter_request_batches(dataset.interactions, splits, request_config)
     if truth is not None:
         if request_config.horizon != "all":
-            raise ValueError(f"horizon {request_config.horizon!r}: a synthetic run's ground "
-                             "truth is its click model's response; the horizon does not apply")  # fmt: skip
+            raise ConfigError(f"horizon {request_config.horizon!r}: a synthetic run's ground "
+                              "truth is its click model's response; the horizon does not apply")  # fmt: skip
         batches = _drawn_positives(batches, truth, request_config.seed)
         extra_meta = {**(extra_meta or {}), "horizon": RESPONSE_HORIZON,
                       "ground_truth": TRUTH_FILE}  # fmt: skip

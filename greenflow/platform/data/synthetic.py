@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from greenflow.errors import ConfigError
 from greenflow.platform.data.click_model import ClickModel
 from greenflow.platform.data.requests import RequestConfig, build_requests
 from greenflow.platform.data.schema import CanonicalDataset
@@ -330,7 +331,7 @@ def config_for_requests(
     every user reaches ``requests_per_user`` (few events, or a late first click).
     """
     if requests < 1:
-        raise ValueError("requests must be >= 1")
+        raise ConfigError("requests must be >= 1")
     if "users" in overrides:
         raise ValueError("users is derived from requests; pass one or the other")
     unknown = set(overrides) - {f.name for f in fields(SyntheticConfig)}
@@ -342,7 +343,7 @@ def config_for_requests(
     log = build_requests(pilot.interactions, pilot.users["user_id"].to_numpy(), request_config)
     per_user = len(log) / PILOT_USERS
     if per_user == 0:
-        raise ValueError(
+        raise ConfigError(
             f"no user reaches min_history={min_history} clicks with these parameters; "
             "raise mean_events or click_bias"
         )

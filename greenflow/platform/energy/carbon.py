@@ -30,6 +30,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.energy.units import carbon_g as _carbon_g
 
 DEFAULT_PUE = 1.67
@@ -89,17 +90,17 @@ class CarbonSchedule:
             reader = csv.DictReader(f)
             missing = {"time", "g_per_kwh"} - set(reader.fieldnames or ())
             if missing:
-                raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+                raise InputError(f"{path}: missing column(s) {sorted(missing)}")
             rows: list[tuple[float, float]] = []
             for line, row in enumerate(reader, start=2):
                 try:
                     rows.append((parse_time_of_day_s(row["time"]), float(row["g_per_kwh"])))
                 except (TypeError, ValueError) as err:
-                    raise ValueError(f"{path}:{line}: {err}") from err
+                    raise InputError(f"{path}:{line}: {err}") from err
         try:
             return cls.from_rows(rows)
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+            raise InputError(f"{path}: {err}") from err
 
     def _index(self, time_of_day_s: float) -> int:
         # -1 means "before the first row": the previous day's last row still holds.
@@ -147,9 +148,9 @@ class PFECConfig:
 
     def __post_init__(self) -> None:
         if self.pue < 1.0:
-            raise ValueError(f"pue must be >= 1 (facility ≥ IT energy), got {self.pue}")
+            raise ConfigError(f"pue must be >= 1 (facility ≥ IT energy), got {self.pue}")
         if self.carbon_intensity_g_per_kwh < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"carbon_intensity_g_per_kwh must be >= 0, got {self.carbon_intensity_g_per_kwh}"
             )
 

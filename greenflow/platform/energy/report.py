@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+from greenflow.errors import InputError
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.measurement import EnergySource, Measurement
 from greenflow.platform.energy.units import joules_to_kwh
@@ -73,13 +74,13 @@ class PFECRecord:
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> PFECRecord:
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
-            raise ValueError(f"PFEC record {name!r} lacks key(s) {missing}")
+            raise InputError(f"PFEC record {name!r} lacks key(s) {missing}")
         pue = float(data["pue"])
         energy_j = float(data["energy_j"])
         sources = {str(d): str(s) for d, s in data["sources"].items()}
         unknown = {s for s in sources.values()} - {s.value for s in EnergySource}
         if unknown:
-            raise ValueError(f"PFEC record {name!r} has unknown source(s) {sorted(unknown)}")
+            raise InputError(f"PFEC record {name!r} has unknown source(s) {sorted(unknown)}")
         return cls(
             name=name,
             performance={k: float(v) for k, v in data.get("performance", {}).items()},
@@ -179,20 +180,20 @@ def collect_pfec_records(outputs: Mapping[str, Mapping[str, Any]]) -> list[PFECR
             continue
         stem = PurePath(file_name).stem
         if not isinstance(block, Mapping):
-            raise ValueError(f"{file_name}: 'pfec' must be an object, got {type(block).__name__}")
+            raise InputError(f"{file_name}: 'pfec' must be an object, got {type(block).__name__}")
         if "energy_j" in block:
             entries: list[tuple[str, Mapping[str, Any]]] = [(stem, block)]
         elif block and all(isinstance(v, Mapping) for v in block.values()):
             entries = [(f"{stem}/{key}", value) for key, value in block.items()]
         else:
-            raise ValueError(f"{file_name}: 'pfec' is neither a record nor name → record")
+            raise InputError(f"{file_name}: 'pfec' is neither a record nor name → record")
         for name, entry in entries:
             if "performance" not in entry and isinstance(data.get("clicks"), int | float):
                 entry = {**entry, "performance": {"clicks": data["clicks"]}}
             try:
                 records.append(PFECRecord.from_dict(name, entry))
             except ValueError as err:
-                raise ValueError(f"{file_name}: {err}") from err
+                raise InputError(f"{file_name}: {err}") from err
     return records
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.chains import ChainSpace
 from greenflow.platform.data.schema import CanonicalDataset
 from greenflow.platform.models.base import CascadeModel
@@ -220,8 +221,8 @@ def _earlier_stages(
     for t in range(stage):
         first = space.stages[t].models[0]
         if first not in trained:
-            raise ValueError(f"{name} learns on {first}'s candidates: add {first} to the "
-                             "pool's models")  # fmt: skip
+            raise ConfigError(f"{name} learns on {first}'s candidates: add {first} to the "
+                              "pool's models")  # fmt: skip
         prefix.append((trained[first].model, max(space.stages[t].item_scales)))
     return prefix
 
@@ -385,7 +386,7 @@ def load_pool(run_dir: Path) -> ModelPool:
     for row in doc["models"]:
         weights = Path(run_dir) / row["weights"]
         if _sha256(weights) != row["sha256"]:
-            raise ValueError(f"{weights}: sha256 does not match {POOL_FILE}")
+            raise InputError(f"{weights}: sha256 does not match {POOL_FILE}")
         kind = MODEL_KINDS[row["name"]]
         config = kind.config_cls(**{
             k: tuple(v) if isinstance(v, list) else v for k, v in row["config"].items()

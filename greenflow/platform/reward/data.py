@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import torch
 
+from greenflow.errors import InputError
 from greenflow.platform.chains import Chain, ChainSpace, StageSpace
 from greenflow.platform.data.store import read_meta
 from greenflow.platform.models.features import (
@@ -42,7 +43,7 @@ SAMPLES_DIR = "samples"
 POOL_FILE = "model_pool.json"
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(InputError):
     """The samples hold no simulated request of the split asked for."""
 
 
@@ -63,7 +64,7 @@ def chain_space_from_dict(data: dict[str, Any]) -> ChainSpace:
     """Inverse of ``config_to_dict(ChainSpace)``: {"stages": [{name, models, item_scales}], "exposed_k"}."""
     stages = data["stages"]
     if not isinstance(stages, list):
-        raise ValueError(f"chain space 'stages' must be a list, got {type(stages).__name__}")
+        raise InputError(f"chain space 'stages' must be a list, got {type(stages).__name__}")
     return ChainSpace(
         tuple(
             StageSpace(s["name"], tuple(s["models"]), tuple(int(k) for k in s["item_scales"]))
@@ -180,7 +181,7 @@ def load_reward_data(
     cols = pc.list_flatten(table["chain_idx"]).to_numpy().astype(np.int64)
     values = pc.list_flatten(table["reward"]).to_numpy()
     if len(cols) and (cols.min() < 0 or cols.max() >= num_chains):
-        raise ValueError(f"{samples_dir}: chain_idx outside 0..{num_chains - 1}")
+        raise InputError(f"{samples_dir}: chain_idx outside 0..{num_chains - 1}")
     reward = np.zeros((n, num_chains), dtype=np.float32)
     mask = np.zeros((n, num_chains), dtype=bool)
     reward[rows, cols] = values
@@ -198,7 +199,7 @@ def load_reward_data(
     ).set_index("request_id")
     unknown = np.setdiff1d(request_id, log.index.to_numpy())
     if len(unknown):
-        raise ValueError(f"samples name request(s) not in the request log: {unknown[:5].tolist()}")
+        raise InputError(f"samples name request(s) not in the request log: {unknown[:5].tolist()}")
     log = log.loc[request_id]
     user_feats, history, activity = request_contexts(log, user_table(run_dir, features), features)
     return RewardData(
@@ -225,7 +226,7 @@ def split_by_user(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     users = np.unique(data.user_id)
     if len(users) < 2:
-        raise ValueError(f"need at least 2 users to hold some out, got {len(users)}")
+        raise InputError(f"need at least 2 users to hold some out, got {len(users)}")
     rng = np.random.default_rng(seed)
     n_val = min(max(1, round(val_fraction * len(users))), len(users) - 1)
     val_users = rng.choice(users, size=n_val, replace=False)

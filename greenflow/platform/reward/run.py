@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.models.features import FeatureSet
 from greenflow.platform.models.pool import probe_context
@@ -235,7 +236,7 @@ def train_reward_variants(
     metric's mean and standard deviation across all of them under ``"seeds"``.
     """
     if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
     run_dir = Path(run_dir)
     names = [check_variant(v) for v in variants]
     data = load_training_data(run_dir, train_config)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from greenflow.errors import ConfigError, InputError
 from greenflow.platform.chains import Chain
 from greenflow.platform.models.features import FeatureSet
 from greenflow.platform.reward.data import (
@@ -47,7 +48,7 @@ REWARD_MODEL_FILE = "reward_model.json"
 
 def check_variant(variant: str) -> VariantName:
     if variant not in VARIANTS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown reward-model variant {variant!r}; expected one of {list(VARIANTS)}"
         )
     return variant  # type: ignore[return-value]  # checked against the Literal's values
@@ -131,12 +132,12 @@ def load_reward_model(run_dir: Path, variant: str = "full") -> LoadedRewardModel
     meta = json.loads(side.read_text())
     weights = run_dir / meta["weights"]
     if _sha256(weights) != meta["sha256"]:
-        raise ValueError(f"{weights}: sha256 does not match {side}")
+        raise InputError(f"{weights}: sha256 does not match {side}")
     features = FeatureSet.from_dict(meta["features"])
     space = chain_space_from_dict(meta["chain_space"])
     simulated = load_simulated_chains(run_dir)
     if list(simulated.ids) != meta["chain_ids"]:
-        raise ValueError(
+        raise InputError(
             f"{side}: trained on {len(meta['chain_ids'])} chains that differ from "
             f"simulation.json's {len(simulated.ids)}; retrain with `greenflow train-reward`"
         )
@@ -189,7 +190,7 @@ def configs_from_params(
     train_fields = {f.name for f in dataclasses.fields(RewardTrainConfig)}
     unknown = set(params) - model_fields - train_fields
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown reward parameter(s) {sorted(unknown)}; expected some of "
             f"{sorted(model_fields | train_fields)}"
         )
@@ -216,5 +217,5 @@ def read_tuned(run_dir: Path) -> dict[str, Any] | None:
         return None
     doc = json.loads(path.read_text())
     if not isinstance(doc.get("params"), dict):
-        raise ValueError(f"{path}: no 'params' mapping; re-run `greenflow tune reward`")
+        raise InputError(f"{path}: no 'params' mapping; re-run `greenflow tune reward`")
     return doc

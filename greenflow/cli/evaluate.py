@@ -1,0 +1,45 @@
+"""``greenflow evaluate``: the offline budget sweep."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from greenflow.cli import common
+from greenflow.cli.common import Log
+from greenflow.config import Config
+
+if TYPE_CHECKING:
+    from greenflow.simulators.evaluate import EvaluateConfig
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser(
+        "evaluate", help="offline budget sweep of GreenFlow and the baselines, tables, plots, PFEC"
+    )
+    common.add_run_options(evaluate)
+    evaluate.add_argument("--budgets", type=int, default=12, help="sweep points (default 12)")
+    evaluate.set_defaults(func=_command)
+
+
+def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> None:
+    """Sweep every policy over the budgets; print the summary and the headline."""
+    from greenflow.simulators.evaluate import format_headline, format_summary, run_evaluation
+
+    doc = run_evaluation(config, evaluation, log)
+    run_dir = config.run_dir
+    log(f"\nclicks and Return% (vs ORACLE) at fractions of the full cost "
+        f"({doc['full_chain']['id']}, {doc['full_chain']['clicks']:.0f} clicks); "
+        f"saving = FLOPs saved at the full chain's clicks")  # fmt: skip
+    log(format_summary(doc))
+    log("")
+    log(format_headline(doc))
+    log(f"-> {run_dir / 'offline_eval.json'}, {run_dir / 'offline_clicks.png'}, "
+        f"{run_dir / 'offline_dual_price.png'}, {run_dir / 'chain_curve.png'}")  # fmt: skip
+
+
+def _command(args: argparse.Namespace) -> None:
+    from greenflow.simulators.evaluate import EvaluateConfig
+
+    config = common.load(args)
+    run(config, common.from_options(EvaluateConfig, budgets=args.budgets))
