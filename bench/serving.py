@@ -9,8 +9,16 @@
     request GreenFlow served.
 (c) Throughput at equal budget: closed loop, ``--clients`` concurrent clients for
     ``--seconds`` s against GreenFlow and EQUAL deployed with the same FLOPs budget.
-Targets: added p99 ≤ 5 ms; allocator FLOPs ≤ 3% of the cascade's. (The spike target —
-windows over budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
+(d) The Serve floor: the same topology with no model work (HTTP proxy → a FastAPI
+    ingress → three chained stage deployments, the app's CPU shares) against the app, at
+    1, 4 and 16 concurrent clients: p50/p99 latency and requests/s, the best throughput,
+    and where the app's time goes per request (``allocation_ms``: validation, reward
+    model, decision; per stage the call's wall time and the model's, from ``stage_ms``;
+    the rest is HTTP, the proxy and serialisation). Written as ``"floor"``, ``"app"``,
+    ``"breakdown_ms"`` and ``"ratios"``.
+Targets: added p99 ≤ 5 ms; allocator FLOPs ≤ 3% of the cascade's; app sequential p50 ≤
+1.5× the floor's and best throughput ≥ 0.8× the floor's. (The spike target — windows over
+budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
 
     .venv/bin/python bench/serving.py --run-dir runs/movielens-100k
 """
@@ -28,9 +36,14 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
 
 from greenflow.platform.data.store import load_requests
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
+
+CLIENT_LEVELS = (1, 4, 16)
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +67,100 @@ def sequential(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
         alloc.append(doc.get("allocation_ms", 0.0))
         flops.append(doc["flops"])
     return {"latency": latency, "allocation": alloc, "flops": flops}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class FloorStage:
+    """A stage that does no model work: the first k candidates (or item ids) back."""
+
+    async def score(self, request: dict[str, Any]) -> dict[str, Any]:
+        candidates = request["candidates"] or list(range(1, 801))
+        return {"items": candidates[: request["k"]], "flops": 0.0}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class FloorIngress:
+    """The allocator's place in the topology: parse, call three stages in turn, answer
+    (a plain Serve ingress: Starlette's request, no FastAPI — a floor, not a rival app)."""
+
+    def __init__(self, recall: DeploymentHandle, prerank: DeploymentHandle,
+                 rank: DeploymentHandle) -> None:  # fmt: skip
+        self.stages = [(recall, 400), (prerank, 50), (rank, 10)]
+
+    async def __call__(self, request) -> dict[str, Any]:  # noqa: ANN001 (starlette Request)
+        body = json.loads(await request.body())
+        candidates = None
+        for handle, k in self.stages:
+            out = await handle.score.remote({"user": body["user_id"], "history": body.get(
+                "history"), "candidates": candidates, "k": k})  # fmt: skip
+            candidates = out["items"]
+        return {"items": candidates, "flops": 0.0}
+
+
+def floor_app() -> Application:
+    return FloorIngress.bind(*(FloorStage.options(name=f"floor-{s}").bind()
+                               for s in ("recall", "prerank", "rank")))  # fmt: skip
+
+
+def concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: float,
+               ) -> dict[str, Any]:  # fmt: skip
+    """``clients`` closed-loop clients for ``seconds``: latency (ms) of every request,
+    the answers, and requests/s."""
+    latency: list[list[float]] = [[] for _ in range(clients)]
+    docs: list[list[dict[str, Any]]] = [[] for _ in range(clients)]
+    stop = time.monotonic() + seconds
+
+    def worker(c: int) -> None:
+        i = c
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            docs[c].append(post(url, bodies[i % len(bodies)]))
+            latency[c].append((time.perf_counter() - t) * 1e3)
+            i += clients
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(clients)]
+    t0 = time.monotonic()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=seconds + 60)
+    wall = time.monotonic() - t0
+    flat = [x for xs in latency for x in xs]
+    return {"latency": flat, "docs": [d for ds in docs for d in ds], "rps": len(flat) / wall}
+
+
+def sweep(url: str, bodies: list[dict[str, Any]], seconds: float) -> tuple[dict[str, float],
+                                                                            list[dict[str, Any]]]:  # fmt: skip
+    """p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s, and the
+    answers of the single client."""
+    out: dict[str, float] = {}
+    single: list[dict[str, Any]] = []
+    for clients in CLIENT_LEVELS:
+        run = concurrent(url, bodies, clients, seconds)
+        out[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
+        out[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
+        out[f"rps_c{clients}"] = run["rps"]
+        if clients == 1:
+            single = [{**d, "latency_ms": ms} for d, ms in zip(run["docs"], run["latency"],
+                                                               strict=True)]  # fmt: skip
+    out["max_rps"] = max(out[f"rps_c{c}"] for c in CLIENT_LEVELS)
+    return out, single
+
+
+def breakdown(single: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median ms per hop of the app's single-client requests."""
+    stages = len(single[0]["stage_ms"])
+    calls = [[d["stage_ms"][s]["call"] for d in single] for s in range(stages)]
+    computes = [[d["stage_ms"][s]["compute"] for d in single] for s in range(stages)]
+    rest = [d["latency_ms"] - d["allocation_ms"] - sum(x["call"] for x in d["stage_ms"])
+            for d in single]  # fmt: skip
+    return {
+        "end_to_end": pct([d["latency_ms"] for d in single], 50),
+        "allocation": pct([d["allocation_ms"] for d in single], 50),
+        "stage_call": [pct(c, 50) for c in calls],
+        "stage_model": [pct(c, 50) for c in computes],
+        "http_proxy_and_serialisation": pct(rest, 50),
+    }
 
 
 def closed_loop(url: str, bodies: list[dict[str, Any]], clients: int, seconds: float) -> float:
@@ -83,6 +190,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (c)")
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop time (c)")
     parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--sweep-seconds", type=float, default=10.0,
+                        help="seconds per client level of the floor/app sweep (d)")  # fmt: skip
     args = parser.parse_args()
     run_dir = args.run_dir.resolve()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -129,6 +238,29 @@ def main() -> None:
         finally:
             teardown(app.app_name)
     table["throughput_rps_at_equal_budget"] = throughput
+    # (d) the floor and the app, the same client levels, one after the other
+    serve.run(floor_app(), name="floor", route_prefix="/floor")
+    try:
+        floor_url = f"http://127.0.0.1:{args.port}/floor"
+        for body in bodies[:20]:
+            post(floor_url, body)
+        table["floor"], _ = sweep(floor_url, bodies, args.sweep_seconds)
+    finally:
+        serve.delete("floor")
+    app = AppArgs(run_dir=str(run_dir), policy="greenflow", **roomy)
+    url = deploy(app, port=args.port)
+    try:
+        for body in bodies[:20]:
+            post(url, body)
+        table["app"], single = sweep(url, bodies, args.sweep_seconds)
+    finally:
+        teardown(app.app_name)
+    table["breakdown_ms"] = breakdown(single)
+    table["ratios"] = {
+        "p50_c1_app_over_floor": table["app"]["p50_ms_c1"] / table["floor"]["p50_ms_c1"],
+        "max_rps_app_over_floor": table["app"]["max_rps"] / table["floor"]["max_rps"],
+        "targets": {"p50_c1_app_over_floor": "<= 1.5", "max_rps_app_over_floor": ">= 0.8"},
+    }
     print(json.dumps(table, indent=2))
     a = table["allocation_ms"]
     print(f"\n(a) allocator added latency: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
@@ -141,6 +273,19 @@ def main() -> None:
     print(f"(c) throughput at equal budget, {args.clients} clients: greenflow "
           f"{throughput['greenflow']:.1f} req/s, equal {throughput['equal']:.1f} req/s "
           f"({throughput['greenflow'] / throughput['equal']:.2f}x)")  # fmt: skip
+    fl, ap, br = table["floor"], table["app"], table["breakdown_ms"]
+    for name, d in (("floor", fl), ("app", ap)):
+        print(f"(d) {name:<5} " + "  ".join(
+            f"c{c}: p50 {d[f'p50_ms_c{c}']:.1f} / p99 {d[f'p99_ms_c{c}']:.1f} ms, "
+            f"{d[f'rps_c{c}']:.1f} req/s" for c in CLIENT_LEVELS))  # fmt: skip
+    r = table["ratios"]
+    print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
+          f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
+    print(f"    app, one client, median ms: end to end {br['end_to_end']:.1f} = allocation "
+          f"{br['allocation']:.1f} + stage calls "
+          + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(br["stage_call"],
+                                                                  br["stage_model"], strict=True))
+          + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
     out = run_dir / "bench_serving.json"
     out.write_text(json.dumps(table, indent=2))
     print(f"-> {out}")

@@ -50,6 +50,7 @@ class StageRequest:
 class StageResult:
     items: list[int]  # at most k item ids, best first
     flops: float  # FLOPs this request cost the stage
+    compute_ms: float = 0.0  # wall time of the model on the batch this request was in, ms
 
 
 class StageScorer:

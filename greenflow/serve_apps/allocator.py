@@ -308,10 +308,15 @@ class Allocator:
             for i in range(len(requests))
         ]
 
-    async def _run_chain(self, req: ResolvedRequest, chain: Chain) -> tuple[list[int], float]:
+    async def _run_chain(
+        self, req: ResolvedRequest, chain: Chain
+    ) -> tuple[list[int], float, list[dict[str, float]]]:
+        """Items, FLOPs, and per stage the call's wall time and the model's (ms)."""
         candidates: list[int] | None = None
         flops = 0.0
+        timing: list[dict[str, float]] = []
         for stage, action in zip(self.stage_names, chain.actions, strict=True):
+            start = time.perf_counter()
             call = self.stages[action.model].score.remote(
                 StageRequest(req.user_feats.tolist(), req.history, candidates, action.k), stage
             )
@@ -321,7 +326,9 @@ class Allocator:
                 call.cancel()
                 raise StageFailure(action.model, err, flops) from err
             candidates, flops = result.items, flops + result.flops
-        return (candidates or [])[: req.k], flops
+            timing.append({"call": (time.perf_counter() - start) * 1e3,
+                           "compute": result.compute_ms})  # fmt: skip
+        return (candidates or [])[: req.k], flops, timing
 
     # -- HTTP ----------------------------------------------------------------------------
     @app.post("/recommend")
@@ -352,7 +359,7 @@ class Allocator:
         wasted = 0.0  # FLOPs of the stages that ran before a failed one: spent all the same
         for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
             try:
-                items, flops = await self._run_chain(req, self.assets.chains[j])
+                items, flops, stage_ms = await self._run_chain(req, self.assets.chains[j])
                 flops += wasted
                 break
             except StageFailure as failure:
@@ -394,6 +401,7 @@ class Allocator:
                 "degraded": degraded,
                 "estimated_clicks": float(Q[j]),
                 "allocation_ms": allocation_ms,
+                "stage_ms": stage_ms,  # per stage: the call's wall time and the model's
             }
         )
 

@@ -10,6 +10,8 @@ GPU per replica (``ray_actor_options={"num_gpus": …}``, used when CUDA is ther
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -50,7 +52,10 @@ class StageModel:
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
         # The model runs in a worker thread so the replica keeps accepting requests.
-        return await asyncio.to_thread(self.scorer, requests)
+        start = time.perf_counter()
+        results = await asyncio.to_thread(self.scorer, requests)
+        compute_ms = (time.perf_counter() - start) * 1e3  # for the per-hop latency breakdown
+        return [dataclasses.replace(r, compute_ms=compute_ms) for r in results]
 
     async def score(self, request: StageRequest, stage: str) -> StageResult:
         result = await self._score_batch(request)
