@@ -101,8 +101,8 @@ def app_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def serve(app_args: AppArgs, port: int, detach: bool, log: Log = common.log) -> None:
     """Deploy the app; unless ``detach``, keep it up until Ctrl-C, then tear it down."""
+    from greenflow.ray_support.cluster import connect
     from greenflow.serve_apps.app import deploy, teardown
-    from greenflow.simulators.cluster import connect
 
     if detach and "RAY_ADDRESS" not in os.environ:
         raise ConfigError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
@@ -145,8 +145,8 @@ def compare(
 ) -> None:
     """Deploy, replay and tear down each policy in turn on the cluster (RAY_ADDRESS, else
     a local one); ``announce``: each run first PUTs its traffic profile to the app."""
+    from greenflow.ray_support.cluster import connect
     from greenflow.serve_apps.online_eval import run_online_comparison
-    from greenflow.simulators.cluster import connect
 
     connect()
     run_online_comparison(config.run_dir, policies, profile, port=port, app_overrides=overrides,
