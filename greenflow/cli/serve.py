@@ -15,9 +15,9 @@ from greenflow.config import Config
 from greenflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from greenflow.client.loadtest import LoadtestConfig
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.app import AppArgs
-    from greenflow.simulators.loadtest import LoadtestConfig
 
 # AppArgs fields that have a command-line option of the same name
 APP_FIELDS = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
@@ -101,8 +101,8 @@ def app_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def serve(app_args: AppArgs, port: int, detach: bool, log: Log = common.log) -> None:
     """Deploy the app; unless ``detach``, keep it up until Ctrl-C, then tear it down."""
+    from greenflow.ray_support.cluster import connect
     from greenflow.serve_apps.app import deploy, teardown
-    from greenflow.simulators.cluster import connect
 
     if detach and "RAY_ADDRESS" not in os.environ:
         raise ConfigError("--detach needs a running cluster (set RAY_ADDRESS); without one the "
@@ -125,7 +125,7 @@ def serve(app_args: AppArgs, port: int, detach: bool, log: Log = common.log) -> 
 
 def replay_url(config: Config, loadtest: LoadtestConfig, log: Log = common.log) -> None:
     """Replay the run's evaluation requests against an app already serving at the URL."""
-    from greenflow.simulators.loadtest import format_loadtest_table, replay_running_app
+    from greenflow.client.loadtest import format_loadtest_table, replay_running_app
 
     doc, paths = replay_running_app(loadtest, config.run_dir, log)
     log(format_loadtest_table({doc["policy"]: doc}))
@@ -145,8 +145,8 @@ def compare(
 ) -> None:
     """Deploy, replay and tear down each policy in turn on the cluster (RAY_ADDRESS, else
     a local one); ``announce``: each run first PUTs its traffic profile to the app."""
+    from greenflow.ray_support.cluster import connect
     from greenflow.serve_apps.online_eval import run_online_comparison
-    from greenflow.simulators.cluster import connect
 
     connect()
     run_online_comparison(config.run_dir, policies, profile, port=port, app_overrides=overrides,
@@ -176,7 +176,7 @@ def _loadtest_command(args: argparse.Namespace) -> None:
     if args.url and args.repeats != 1:
         raise ConfigError("--repeats redeploys each policy: run it without --url")
     if args.url:
-        from greenflow.simulators.loadtest import LoadtestConfig
+        from greenflow.client.loadtest import LoadtestConfig
 
         loadtest = common.from_options(LoadtestConfig, url=args.url, profile=profile,
                                        max_requests=args.max_requests,

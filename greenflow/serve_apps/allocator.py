@@ -53,8 +53,8 @@ from greenflow.platform.serving import (
     load_serving_assets,
 )
 from greenflow.platform.stage import StageRequest, StageResult
+from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS
 from greenflow.serve_apps.driver import DriverConfig, start_driver
-from greenflow.serve_apps.metric_names import FLOPS, REQUEST_LATENCY_MS, REQUESTS
 
 logger = logging.getLogger(__name__)
 

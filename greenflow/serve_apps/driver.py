@@ -35,7 +35,7 @@ from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import ServingSettings, nearline_controller
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.platform.reward.store import predict_rewards
-from greenflow.serve_apps.metric_names import DUAL_PRICE, WINDOW_BUDGET_FLOPS, WINDOW_SPEND_FLOPS
+from greenflow.ray_support.metrics import DUAL_PRICE, WINDOW_BUDGET_FLOPS, WINDOW_SPEND_FLOPS
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from greenflow.client.loadtest import (
+    LoadtestConfig,
+    format_loadtest_table,
+    load_replay_requests,
+    run_loadtest,
+    write_loadtest,
+)
 from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
@@ -22,13 +29,6 @@ from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.online_repeats import format_repeats, repeats_summary
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
-from greenflow.simulators.loadtest import (
-    LoadtestConfig,
-    format_loadtest_table,
-    load_replay_requests,
-    run_loadtest,
-    write_loadtest,
-)
 
 Log = Callable[[str], None]
 

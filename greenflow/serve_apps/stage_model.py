@@ -20,7 +20,7 @@ from ray import serve
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.stage import StageRequest, StageResult, StageScorer
-from greenflow.simulators.node_meter import FlopsMetric
+from greenflow.ray_support.metrics import FlopsMetric
 
 MAX_BATCH = 16
 BATCH_WAIT_S = 0.002  # a short wait: batching must not cost the latency it saves

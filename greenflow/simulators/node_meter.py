@@ -15,9 +15,9 @@ N workers on one node each reading them would count the node's energy N times. I
 
 Ray prefixes them: Prometheus sees ``ray_greenflow_energy_joules_total``,
 ``ray_greenflow_power_watts``, ``ray_greenflow_carbon_grams_total``. Jobs and Serve apps
-count their work with :class:`FlopsMetric` → ``ray_greenflow_flops_total`` (app, stage,
-model). The names, tags and help texts are declared once, in
-``greenflow.serve_apps.metric_names``.
+count their work with ``greenflow.ray_support.metrics.FlopsMetric`` →
+``ray_greenflow_flops_total`` (app, stage, model). The names, tags and help texts are
+declared once, in ``greenflow.ray_support.metrics``.
 
 Overhead: the sampling thread sleeps on an ``Event`` between reads; one read is a few
 sysfs/psutil/NVML calls (well under a millisecond), so at the default 5 s interval the
@@ -36,7 +36,7 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.util.metrics import Counter, Gauge
+from ray.util.metrics import Gauge
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from greenflow.platform.energy import (
@@ -47,13 +47,7 @@ from greenflow.platform.energy import (
     make_node_meter,
     seconds_since_midnight,
 )
-from greenflow.serve_apps.metric_names import (
-    CARBON_GRAMS,
-    ENERGY_JOULES,
-    FLOPS,
-    POWER_WATTS,
-    MetricName,
-)
+from greenflow.ray_support.metrics import CARBON_GRAMS, ENERGY_JOULES, POWER_WATTS, counter
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +55,6 @@ NAMESPACE = "greenflow"  # fixed, so that every job finds the meters another job
 ACTOR_NAME_PREFIX = "greenflow-node-meter-"
 METER_NUM_CPUS = 0.01
 DEFAULT_INTERVAL_S = 5.0
-
-
-def _counter(metric: MetricName) -> Counter:
-    return Counter(metric.name, description=metric.description, tag_keys=metric.tag_keys)
 
 
 def meter_actor_name(node_id: str) -> str:
@@ -96,11 +86,11 @@ class NodeMeter:
         self._meter = make_node_meter(
             powercap_root=Path(config.powercap_root), estimate=config.estimate
         )
-        self._energy = _counter(ENERGY_JOULES)
+        self._energy = counter(ENERGY_JOULES)
         self._power = Gauge(
             POWER_WATTS.name, description=POWER_WATTS.description, tag_keys=POWER_WATTS.tag_keys
         )
-        self._carbon = _counter(CARBON_GRAMS)
+        self._carbon = counter(CARBON_GRAMS)
         self._lock = threading.Lock()
         self._energy_j: dict[str, float] = dict.fromkeys(self._meter.devices, 0.0)
         self._carbon_g = 0.0
@@ -320,20 +310,3 @@ def stop_node_meters(timeout_s: float = 30.0) -> int:
     for handle in handles.values():
         ray.kill(handle)
     return len(handles)
-
-
-class FlopsMetric:
-    """``greenflow_flops`` counter for jobs and Serve apps (tags app, stage, model).
-
-    Create one per process after ``ray.init`` (e.g. in a deployment's ``__init__``), then
-    ``record(flops, stage=..., model=...)`` wherever work is done.
-    """
-
-    def __init__(self, app: str) -> None:
-        self.app = app
-        self._counter = _counter(FLOPS)
-
-    def record(self, flops: float, *, stage: str, model: str) -> None:
-        """Add ``flops`` FLOPs done by ``model`` in ``stage``."""
-        if flops > 0:  # Ray counters refuse increments <= 0
-            self._counter.inc(float(flops), tags={"app": self.app, "stage": stage, "model": model})

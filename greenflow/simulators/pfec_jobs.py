@@ -56,7 +56,7 @@ from greenflow.platform.energy import (
 from greenflow.platform.energy.measurement import DeviceKind, device_kind
 from greenflow.platform.models.features import Context, FeatureSet, make_context
 from greenflow.platform.models.pool import ModelPool, load_pool
-from greenflow.serve_apps.metric_names import ENERGY_JOULES, FLOPS, REQUESTS
+from greenflow.ray_support.metrics import ENERGY_JOULES, FLOPS, REQUESTS
 
 CALIBRATION_FILE = "pfec_calibration.json"
 Log = Callable[[str], None]

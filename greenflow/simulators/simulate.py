@@ -48,8 +48,8 @@ from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.simulation import AllChainSimulator, ChainSampling, simulate_table
-from greenflow.simulators.cluster import connect
-from greenflow.simulators.node_meter import FlopsMetric
+from greenflow.ray_support.cluster import connect
+from greenflow.ray_support.metrics import FlopsMetric
 
 SIMULATION_FILE = "simulation.json"
 SAMPLES_DIR = "samples"

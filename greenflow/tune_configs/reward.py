@@ -47,7 +47,7 @@ from greenflow.platform.reward.store import (
     write_json,
 )
 from greenflow.platform.reward.training import RewardTrainConfig
-from greenflow.simulators.cluster import connect
+from greenflow.ray_support.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 SearcherName = Literal["optuna", "random"]

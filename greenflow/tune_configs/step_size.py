@@ -63,7 +63,7 @@ from greenflow.platform.traffic import (
     budget_flops_per_s,
     request_order,
 )
-from greenflow.simulators.cluster import connect
+from greenflow.ray_support.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
 STEP_SIZE_FILE = "step_size_best.json"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from greenflow.serve_apps import metric_names
-from greenflow.serve_apps.metric_names import ALL_METRICS, PROMETHEUS_NAMES, MetricKind
+from greenflow.ray_support import metrics
+from greenflow.ray_support.metrics import ALL_METRICS, PROMETHEUS_NAMES, MetricKind
 
 DASHBOARD = resources.files("greenflow.serve_apps") / "grafana" / "greenflow_pfec.json"
 _OURS = re.compile(r"\bray_greenflow_[A-Za-z0-9_]*")
@@ -66,18 +66,18 @@ def test_every_queried_metric_is_declared(dashboard: dict[str, Any]) -> None:
         names = set(_OURS.findall(expr))
         assert names, f"{where}: query reads no ray_greenflow_* metric: {expr}"
         undeclared = names - PROMETHEUS_NAMES
-        assert not undeclared, f"{where}: {sorted(undeclared)} not in metric_names.py"
+        assert not undeclared, f"{where}: {sorted(undeclared)} not in ray_support/metrics.py"
         used |= names
     # The panels the dashboard promises: power, energy, carbon, FLOPs, requests, serving.
     for metric in ALL_METRICS:
-        if metric is not metric_names.REQUEST_LATENCY_MS:
+        if metric is not metrics.REQUEST_LATENCY_MS:
             assert metric.prometheus_name in used, f"no panel shows {metric.prometheus_name}"
 
 
 def test_prometheus_names_follow_ray_exporter() -> None:
-    assert metric_names.ENERGY_JOULES.prometheus_names == ("ray_greenflow_energy_joules_total",)
-    assert metric_names.POWER_WATTS.prometheus_names == ("ray_greenflow_power_watts",)
-    assert metric_names.REQUEST_LATENCY_MS.prometheus_names == (
+    assert metrics.ENERGY_JOULES.prometheus_names == ("ray_greenflow_energy_joules_total",)
+    assert metrics.POWER_WATTS.prometheus_names == ("ray_greenflow_power_watts",)
+    assert metrics.REQUEST_LATENCY_MS.prometheus_names == (
         "ray_greenflow_request_latency_ms_bucket",
         "ray_greenflow_request_latency_ms_sum",
         "ray_greenflow_request_latency_ms_count",

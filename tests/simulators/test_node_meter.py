@@ -12,10 +12,10 @@ from functools import partial
 import pytest
 import ray
 
+from greenflow.ray_support.metrics import FlopsMetric
 from greenflow.simulators.node_meter import (
     ACTOR_NAME_PREFIX,
     NAMESPACE,
-    FlopsMetric,
     node_meter_stats,
     start_node_meters,
     stop_node_meters,

@@ -1,4 +1,4 @@
-"""Every Ray metric GreenFlow exports, or will export, declared once.
+"""Every Ray metric GreenFlow exports, or will export, declared once; and the FLOPs counter.
 
 Code that creates a metric (``ray.util.metrics.Counter(NAME.name, ...)``) and everything
 that queries one (the Grafana dashboard ``serve_apps/grafana/greenflow_pfec.json``,
@@ -16,13 +16,22 @@ out. Ray adds its own labels to every series (``SessionName``, ``NodeAddress``,
 every metric here is exported (serving: ``serve_apps/allocator.py``, ``driver.py``,
 ``stage_model.py``).
 
-No Ray import: this module is read by tests and tools that never start Ray.
+:func:`counter` makes the Ray counter of a declared metric, and :class:`FlopsMetric` is
+the ``greenflow_flops`` counter that jobs (``simulators``) and Serve replicas
+(``serve_apps``) record their work with.
+
+No Ray import at module level: this module is read by tests and tools that never start
+Ray; :func:`counter` imports ``ray.util.metrics`` when a metric is created.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.util.metrics import Counter
 
 RAY_PREFIX = "ray_"  # Ray's Prometheus exporter namespace
 
@@ -91,7 +100,7 @@ FLOPS = MetricName(
     MetricKind.COUNTER,
     ("app", "stage", "model"),
     "Floating-point operations done, by app, cascade stage and model.",
-    "greenflow.simulators.node_meter.FlopsMetric",
+    "greenflow.ray_support.metrics.FlopsMetric",
 )
 REQUESTS = MetricName(
     "greenflow_requests",
@@ -144,12 +153,38 @@ ALL_METRICS: tuple[MetricName, ...] = (
 # Every series name a query may use; the dashboard test checks against this set.
 PROMETHEUS_NAMES: frozenset[str] = frozenset(n for m in ALL_METRICS for n in m.prometheus_names)
 
+
+def counter(metric: MetricName) -> Counter:
+    """The Ray counter of ``metric`` (its name, help text and tag keys as declared)."""
+    from ray.util.metrics import Counter
+
+    return Counter(metric.name, description=metric.description, tag_keys=metric.tag_keys)
+
+
+class FlopsMetric:
+    """``greenflow_flops`` counter for jobs and Serve apps (tags app, stage, model).
+
+    Create one per process after ``ray.init`` (e.g. in a deployment's ``__init__``), then
+    ``record(flops, stage=..., model=...)`` wherever work is done.
+    """
+
+    def __init__(self, app: str) -> None:
+        self.app = app
+        self._counter = counter(FLOPS)
+
+    def record(self, flops: float, *, stage: str, model: str) -> None:
+        """Add ``flops`` FLOPs done by ``model`` in ``stage``."""
+        if flops > 0:  # Ray counters refuse increments <= 0
+            self._counter.inc(float(flops), tags={"app": self.app, "stage": stage, "model": model})
+
+
 __all__ = [
     "ALL_METRICS",
     "CARBON_GRAMS",
     "DUAL_PRICE",
     "ENERGY_JOULES",
     "FLOPS",
+    "FlopsMetric",
     "POWER_WATTS",
     "PROMETHEUS_NAMES",
     "RAY_PREFIX",
@@ -159,4 +194,5 @@ __all__ = [
     "WINDOW_SPEND_FLOPS",
     "MetricKind",
     "MetricName",
+    "counter",
 ]

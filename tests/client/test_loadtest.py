@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 from aiohttp import web
 
-from greenflow.platform.traffic import TrafficProfile
-from greenflow.simulators.loadtest import (
+from greenflow.client.loadtest import (
     LoadtestConfig,
     LoadtestError,
     RequestRecord,
@@ -30,6 +29,7 @@ from greenflow.simulators.loadtest import (
     run_loadtest,
     write_loadtest,
 )
+from greenflow.platform.traffic import TrafficProfile
 
 CONTRACT_KEYS = {"policy", "budget_flops_per_s", "windows", "over_budget_windows_pct", "clicks",
                  "requests", "errors", "latency_ms", "pfec", "utilisation_pct",
@@ -270,7 +270,7 @@ def test_cli_url_replays_the_run_against_a_running_app(
     from greenflow.cli import main
 
     _, server = allocator
-    monkeypatch.setattr("greenflow.simulators.loadtest.load_replay_requests",
+    monkeypatch.setattr("greenflow.client.loadtest.load_replay_requests",
                         lambda run_dir: _requests([4, 5, 10, 11]))  # fmt: skip
     monkeypatch.setattr("greenflow.platform.data.store.read_horizon", lambda data_dir: "next:5")
     argv = ["loadtest", "--url", server.url, "--run-dir", str(tmp_path), "--base-rate", "8",
@@ -304,7 +304,7 @@ def test_config_refuses_non_local_targets_and_bad_numbers() -> None:
 
 
 def test_module_imports_no_ray() -> None:
-    code = ("import sys, greenflow.simulators.loadtest, greenflow.platform.traffic; "
+    code = ("import sys, greenflow.client.loadtest, greenflow.platform.traffic; "
             "assert 'ray' not in sys.modules, 'ray imported'")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
