@@ -13,8 +13,8 @@ which the driver sets from the replicas' traffic (``platform.allocation.nearline
 
 A failed or timed-out stage degrades the request to the cheapest chain that avoids the
 failed models (or retries the same chain when every chain needs one of them, so another
-replica answers); only after ``MAX_CHAIN_ATTEMPTS`` tries does the client get a 503. Bad input gets a 4xx with a message and
-never reaches a model. The core logic lives in ``platform.serving`` and
+replica answers); only after ``MAX_CHAIN_ATTEMPTS`` tries does the client get a 503. Bad
+input gets a 4xx with a message and never reaches a model. The core logic lives in ``platform.serving`` and
 ``platform.allocation.online``; this module is the Serve adapter.
 """
 

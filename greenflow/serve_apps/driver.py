@@ -30,9 +30,8 @@ from ray.util.metrics import Gauge
 
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.allocation.nearline import NearlineDriver
+from greenflow.platform.allocation.nearline import NearlineDriver, nearline_controller
 from greenflow.platform.allocation.primal_dual import DualPriceController
-from greenflow.platform.allocation.replay import ServingSettings, nearline_controller
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.ray_support.metrics import DUAL_PRICE, WINDOW_BUDGET_FLOPS, WINDOW_SPEND_FLOPS
@@ -103,9 +102,9 @@ class DualPriceDriver:
             doc = None
             fit_price = warm_start_price(config, self.q) if config.warm_start else 0.0
             price = fit_price
-        settings = ServingSettings(window_s=config.window_s, method=config.method,
-                                   step_size_rel=config.step_size_rel, smoothing=config.smoothing)  # fmt: skip
-        controller = nearline_controller(settings, fit_price, price)
+        controller = nearline_controller(
+            config.method, config.step_size_rel, config.smoothing, fit_price, price
+        )
         self.fit_price = fit_price
         self.core = NearlineDriver(controller, self.q, config.budget, config.window_s,
                                    grace_s=config.grace_s)  # fmt: skip

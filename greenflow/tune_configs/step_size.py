@@ -2,10 +2,10 @@
 and smoothing, on the serving core itself.
 
 The objective (``step_size_objective``, pure, no Ray) replays the reward split's requests
-(the reward model's training split: the evaluation split is never tuned on) through ``platform.allocation.replay.replay_serving`` — the allocator replica
-(``OnlineAllocator``: cached λ, predictive guard with its reserve) and the nearline driver
-(``NearlineDriver``) that the Serve app runs, on an injected clock — so what is tuned is
-what is served. Choices come from the reward model's Q̂, realised clicks from the
+(the reward model's training split: the evaluation split is never tuned on) through
+``platform.allocation.replay.replay_serving`` — the allocator replica (``OnlineAllocator``:
+cached λ, predictive guard with its reserve) and the nearline driver (``NearlineDriver``)
+that the Serve app runs, on an injected clock — so what is tuned is what is served. Choices come from the reward model's Q̂, realised clicks from the
 simulated true rewards R. Traffic (``TrafficProfile``): a seeded order of the requests (a
 fresh permutation per pass, as many passes as needed) with arrival times of a Poisson
 process whose rate is ``base_rate`` req/s, then ``spike_factor`` × that for the middle
@@ -51,12 +51,8 @@ from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import ServingSettings, replay_serving
 from greenflow.platform.reward.data import load_reward_data, load_simulated_chains
-from greenflow.platform.reward.store import (
-    TUNE_DIR,
-    load_reward_model,
-    predict_rewards,
-    write_json,
-)
+from greenflow.platform.reward.store import TUNE_DIR, load_reward_model, write_json
+from greenflow.platform.reward.training import predict
 from greenflow.platform.traffic import (
     OVER_BUDGET_SLACK,
     TrafficProfile,
@@ -100,18 +96,12 @@ def calibration_split(n: int, problem: StepSizeProblem) -> tuple[np.ndarray, np.
     return perm[:cut], perm[cut:]
 
 
-def fit_controller(
-    controller: DualPriceController, Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem
-) -> DualPriceController:
-    """Warm start on the calibration slice at the base rate's per-request budget."""
+def fitted_price(Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem) -> float:
+    """The warm-start λ (clicks/FLOP), the scale of η: fitted on the calibration slice at
+    the base rate's per-request budget, as the driver's warm start."""
     cal, _ = calibration_split(Q.shape[0], problem)
     per_request = problem.budget_fraction * float(np.max(q))
-    return controller.fit(Q[cal], q, per_request * cal.size)
-
-
-def fitted_price(Q: np.ndarray, q: np.ndarray, problem: StepSizeProblem) -> float:
-    """λ (clicks/FLOP) fitted on the calibration slice: the scale of η."""
-    return fit_controller(DualPriceController(), Q, q, problem).price()
+    return DualPriceController().fit(Q[cal], q, per_request * cal.size).price()
 
 
 def serving_settings(params: dict[str, Any], problem: StepSizeProblem) -> ServingSettings:
@@ -243,7 +233,7 @@ def tuning_inputs(
     if not complete.any():
         raise InputError(f"no {split!r} request has every chain simulated; the step-size tune "
                          "needs them: `greenflow simulate --chain-fraction 1`")  # fmt: skip
-    Q = predict_rewards(run_dir, "full", split)
+    Q = predict(loaded.model, loaded.encoding, data)  # the model and rows loaded once
     return Q[complete], data.reward[complete].astype(np.float64), chains.flops
 
 
@@ -374,7 +364,6 @@ __all__ = [
     "TrafficProfile",
     "budget_flops_per_s",
     "calibration_split",
-    "fit_controller",
     "fitted_price",
     "format_best",
     "request_order",

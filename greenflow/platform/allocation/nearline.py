@@ -41,7 +41,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,6 +103,25 @@ def budget_shares(traffic: dict[str, float], floor: float = SHARE_FLOOR) -> dict
         floored |= low  # at most n rounds: each adds a replica
     shares.update(dict.fromkeys(floored, least))
     return shares
+
+
+def nearline_controller(
+    method: Literal["exact", "gradient"],
+    step_size_rel: float,
+    smoothing: float,
+    fit_price: float,
+    price: float | None = None,
+) -> DualPriceController:
+    """The driver's controller: gradient steps of η = ``step_size_rel`` × ``fit_price``
+    (clicks/FLOP) from λ = ``price`` (default ``fit_price``), or the exact re-solve each
+    window (also when there is no warm-start price to scale η by); ``smoothing`` either way."""
+    gradient = method == "gradient" and fit_price > 0
+    return DualPriceController(
+        step_size=step_size_rel * fit_price if gradient else None,
+        method="gradient" if gradient else "exact",
+        smoothing=smoothing,
+        initial_price=fit_price if price is None else price,
+    )
 
 
 class NearlineDriver:

@@ -19,9 +19,12 @@ import numpy as np
 
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.decision import as_costs, as_rewards
-from greenflow.platform.allocation.nearline import ArrivalsForecast, NearlineDriver
+from greenflow.platform.allocation.nearline import (
+    ArrivalsForecast,
+    NearlineDriver,
+    nearline_controller,
+)
 from greenflow.platform.allocation.online import OnlineAllocator, window_start
-from greenflow.platform.allocation.primal_dual import DualPriceController
 
 # Replay clock start (Unix s): 0.7 s into a window, so a spike starts mid-window as it
 # does live (a window-aligned start flatters the guard).
@@ -42,21 +45,6 @@ class ServingSettings:
     guard_tolerance: float = 0.0  # the guard lets a window reach C (1 + ε)
     reserve_sigmas: float | None = 3.0  # the guard's reserve for expected arrivals
     predictive: bool = True  # False: the paper's reactive guard (comparisons only)
-
-
-def nearline_controller(
-    settings: ServingSettings, fit_price: float, price: float | None = None
-) -> DualPriceController:
-    """The driver's controller: gradient steps of η = step_size_rel × ``fit_price`` from
-    λ = ``price`` (default ``fit_price``), or the exact re-solve each window (also when
-    there is no warm-start price to scale η by)."""
-    gradient = settings.method == "gradient" and fit_price > 0
-    return DualPriceController(
-        step_size=settings.step_size_rel * fit_price if gradient else None,
-        method="gradient" if gradient else "exact",
-        smoothing=settings.smoothing,
-        initial_price=fit_price if price is None else price,
-    )
 
 
 @dataclass(frozen=True)
@@ -115,9 +103,11 @@ def replay_serving(
         forecast = lambda start, length: arrivals_forecast(start - epoch_s, length)  # noqa: E731
 
     clock = _Clock(epoch_s)
-    driver = NearlineDriver(nearline_controller(settings, fit_price), q, budget,
-                            settings.window_s, grace_s=GRACE_S, clock=clock,
-                            arrivals_forecast=forecast)  # fmt: skip
+    controller = nearline_controller(
+        settings.method, settings.step_size_rel, settings.smoothing, fit_price
+    )
+    driver = NearlineDriver(controller, q, budget, settings.window_s, grace_s=GRACE_S,
+                            clock=clock, arrivals_forecast=forecast)  # fmt: skip
     online = OnlineAllocator(
         q, budget, settings.window_s, fixed_chain=fixed_chain, initial_price=fit_price,
         guard_tolerance=settings.guard_tolerance, reserve_sigmas=settings.reserve_sigmas,

@@ -12,7 +12,6 @@ from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.replay import (
     EPOCH_S,
     ServingSettings,
-    nearline_controller,
     replay_serving,
 )
 
@@ -102,16 +101,6 @@ def test_a_fixed_chain_is_served_through_the_same_guard() -> None:
     assert result.guarded.any()  # everyone at the dearest chain cannot fit the budget
     assert (result.choice[~result.guarded] == dearest).all()
     assert (Q_FLOPS[result.choice[result.guarded]] < Q_FLOPS[dearest]).all()
-
-
-def test_settings_make_the_driver_controller() -> None:
-    exact = nearline_controller(ServingSettings(method="exact", smoothing=0.3), 2e-9)
-    assert exact.method == "exact" and exact.smoothing == 0.3 and exact.price() == 2e-9
-    grad = nearline_controller(ServingSettings(method="gradient", step_size_rel=4.0), 2e-9, 1e-9)
-    assert grad.method == "gradient" and grad.step_size == pytest.approx(8e-9)
-    assert grad.price() == 1e-9
-    # no warm-start price, no scale for η: the exact re-solve
-    assert nearline_controller(ServingSettings(method="gradient"), 0.0).method == "exact"
 
 
 def test_bad_streams_are_refused() -> None:

@@ -10,7 +10,11 @@ import pytest
 
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.decision import choose
-from greenflow.platform.allocation.nearline import ArrivalsForecast, NearlineDriver
+from greenflow.platform.allocation.nearline import (
+    ArrivalsForecast,
+    NearlineDriver,
+    nearline_controller,
+)
 from greenflow.platform.allocation.online import OnlineAllocator, window_start
 from greenflow.platform.allocation.primal_dual import DualPriceController, SpendGuard
 from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
@@ -234,3 +238,13 @@ def test_forecast_arrivals_set_the_next_price() -> None:
     seen = []
     closed_price(lambda start, length: seen.append((start, length)) or 2.0)
     assert seen == [(101.0, 1.0)]  # asked for the window the new price will serve
+
+
+def test_the_driver_controller_follows_the_served_lambda_update() -> None:
+    exact = nearline_controller("exact", 1.0, 0.3, 2e-9)
+    assert exact.method == "exact" and exact.smoothing == 0.3 and exact.price() == 2e-9
+    grad = nearline_controller("gradient", 4.0, 0.0, 2e-9, 1e-9)
+    assert grad.method == "gradient" and grad.step_size == pytest.approx(8e-9)
+    assert grad.price() == 1e-9
+    # no warm-start price, no scale for η: the exact re-solve
+    assert nearline_controller("gradient", 1.0, 0.0, 0.0).method == "exact"
