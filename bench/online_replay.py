@@ -9,15 +9,18 @@ third). No Ray, no HTTP: the decisions and the windows are the same, the timing 
 clicks of the chains served (the simulated R_ij). Variants:
 
   paper-guard       reactive guard (cheapest chain only past C (1 + 5%)), gradient λ
-                    with the tuned step size (`greenflow tune step-size`)
+                    with the step size of the tune's best gradient trial
+                    (`greenflow tune step-size`)
   predictive        guard acting on predicted spend, no reserve, exact λ re-solve
   serving           predictive + reserve for the expected arrivals (mean + 3 sd), exact λ
                     — the serving default
-  serving-gradient  the same guard with gradient λ (tuned step size)
+  serving-gradient  the same guard with gradient λ (that trial's step size)
   serving-forecast  the serving default, λ solved for the next window's *forecast*
                     arrivals (the traffic profile's expected count) instead of the last
                     window's count
   equal             the best fixed chain for the budget, serving guard
+  tuned             what `greenflow serve` loads: the tune's λ update, window, η and
+                    smoothing (only when the run has been tuned)
 
 "after spike μ" is the utilisation of the two windows that start after the spike ends:
 the under-spend a λ solved for the last (spike) window's traffic causes.
@@ -28,6 +31,7 @@ the under-spend a λ solved for the last (spike) window's traffic causes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,7 @@ from greenflow.simulators.evaluate import load_inputs
 
 SLACK = 1.01  # a window is over budget when spend > C × this
 
-# name -> (λ update, guard): the serving core with these settings
+# name -> its settings of the serving core beside the defaults (λ update, guard)
 VARIANTS = {
     "paper-guard": dict(method="gradient", reserve_sigmas=None, guard_tolerance=0.05,
                         predictive=False),
@@ -57,20 +61,24 @@ VARIANTS = {
 }  # fmt: skip
 
 
-def run_variant(name: str, variant: dict[str, Any], Q: np.ndarray, R: np.ndarray,
+def gradient_knobs(tuned: dict[str, Any]) -> dict[str, float]:
+    """η (× the warm-start λ) and smoothing of the tune's best *gradient* trial (its best
+    trial may be an exact re-solve, whose η means nothing); 1 and 0 when untuned."""
+    trials = [t["params"] for t in tuned.get("trials", []) if t["params"].get("method",
+              "gradient") == "gradient" and t["score"] is not None]  # fmt: skip
+    best = trials[0] if trials else {}  # the tune sorts its trials by score, best first
+    return {"step_size_rel": float(best.get("step_size_rel", 1.0)),
+            "smoothing": float(best.get("smoothing", 0.0))}  # fmt: skip
+
+
+def run_variant(name: str, settings: ServingSettings, Q: np.ndarray, R: np.ndarray,
                 q: np.ndarray, arrivals: np.ndarray, rows: np.ndarray, budget: ComputeBudget,
-                window_s: float, fit_price: float, step_rel: float, smoothing: float,
-                fixed: int | None, reserve_sigmas: float = 3.0,
+                fit_price: float, fixed: int | None,
                 profile: TrafficProfile | None = None) -> dict[str, Any]:  # fmt: skip
-    knobs: dict[str, Any] = {"reserve_sigmas": reserve_sigmas, **variant}
-    window_s = knobs.pop("window_s", window_s)
-    if name == "tuned" or knobs["method"] == "gradient":  # the tune's η and smoothing
-        knobs |= {"step_size_rel": step_rel, "smoothing": smoothing}
+    window_s = settings.window_s
     forecast = profile.expected_arrivals if name == "serving-forecast" and profile else None
-    result = replay_serving(
-        Q[rows], q, arrivals, budget, ServingSettings(window_s=window_s, **knobs), fit_price,
-        clicks=R[rows], fixed_chain=fixed, arrivals_forecast=forecast,
-    )  # fmt: skip
+    result = replay_serving(Q[rows], q, arrivals, budget, settings, fit_price, clicks=R[rows],
+                            fixed_chain=fixed, arrivals_forecast=forecast)  # fmt: skip
     # full windows only: from the replay's start to one window before its last arrival
     windows = [w for w in result.windows
                if EPOCH_S <= w["t"] < EPOCH_S + arrivals[-1] - window_s]  # fmt: skip
@@ -117,16 +125,20 @@ def main() -> None:
     Q_train = predict_rewards(args.run_dir, "full", "reward")
     fit = DualPriceController().fit(Q_train, q, per_request * len(Q_train)).price()
     results = {}
-    variants = dict(VARIANTS)
-    if tuned:  # what `greenflow serve` loads: the tune's λ update, window and smoothing
-        variants["tuned"] = {"method": tuned["method"], "window_s": float(tuned["window_s"])}
-    for name, variant in variants.items():
-        fixed = assets.policy_chain("equal", per_request) if name == "equal" else None
-        results[name] = run_variant(
-            name, variant, Q, R, q, arrivals, rows, budget, args.window_s, fit,
-            float(tuned.get("step_size_rel", 1.0)), float(tuned.get("smoothing", 0.0)), fixed,
-            args.reserve_sigmas, profile,
+    base = ServingSettings(window_s=args.window_s, reserve_sigmas=args.reserve_sigmas)
+    variants = {name: dataclasses.replace(base, **knobs) for name, knobs in VARIANTS.items()}
+    for name, settings in variants.items():
+        if settings.method == "gradient":
+            variants[name] = dataclasses.replace(settings, **gradient_knobs(tuned))
+    if tuned:  # what `greenflow serve` loads: the tune's λ update, window, η and smoothing
+        variants["tuned"] = dataclasses.replace(
+            base, method=tuned["method"], window_s=float(tuned["window_s"]),
+            step_size_rel=float(tuned["step_size_rel"]), smoothing=float(tuned["smoothing"]),
         )  # fmt: skip
+    for name, settings in variants.items():
+        fixed = assets.policy_chain("equal", per_request) if name == "equal" else None
+        results[name] = run_variant(name, settings, Q, R, q, arrivals, rows, budget, fit,
+                                    fixed, profile)  # fmt: skip
     print(f"{len(arrivals):,} requests over {args.seconds:.0f} s ({args.base_rate:g} req/s, 3x "
           f"spike in the middle third), {args.window_s:g} s windows, budget "
           f"{budget.flops_per_s():.3g} FLOPs/s; clicks are true clicks")  # fmt: skip
