@@ -15,13 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from greenflow.client.loadtest import (
-    LoadtestConfig,
-    format_loadtest_table,
-    load_replay_requests,
-    run_loadtest,
-    write_loadtest,
-)
+from greenflow.client.config import LoadtestConfig
+from greenflow.client.http import run_loadtest
+from greenflow.client.loadtest import load_replay_requests, write_loadtest
+from greenflow.client.table import format_loadtest_table
 from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
