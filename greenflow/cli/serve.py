@@ -79,7 +79,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     loadtest.add_argument("--policies", default="greenflow,equal",
                           help="policies deployed and replayed in turn (greenflow,equal)")  # fmt: skip
     loadtest.add_argument("--url", default=None,
-                          help="replay against a running app instead (127.0.0.1 only)")  # fmt: skip
+                          help="replay against a running app instead (127.0.0.1 only; "
+                               "PFEC from the run's `pfec calibrate`)")  # fmt: skip
     loadtest.add_argument("--base-rate", type=float, default=10.0, help="req/s outside the spike")
     loadtest.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (30)")
     loadtest.add_argument("--spike-factor", type=float, default=3.0, help="spike rate multiple")

@@ -23,6 +23,8 @@ from greenflow.client.plot import plot_loadtest
 if TYPE_CHECKING:
     import pandas as pd
 
+    from greenflow.platform.energy.carbon import PFECConfig
+
 LOADTEST_FILE = "loadtest.json"
 LOADTEST_PLOT = "loadtest.png"
 
@@ -63,14 +65,23 @@ def write_loadtest(
 
 
 def replay_running_app(
-    config: LoadtestConfig, run_dir: Path, log: Log = print
+    config: LoadtestConfig, run_dir: Path, log: Log = print, pfec: PFECConfig | None = None
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
     app already serving at ``config.url``, write loadtest.json/.png with its document
-    (the dataset's ground-truth horizon beside it); returns the document and both paths."""
-    from greenflow.platform.data.store import read_horizon
+    (the dataset's ground-truth horizon beside it); returns the document and both paths.
 
+    The document's ``"pfec"`` is computed as in the in-process comparison
+    (``platform/energy/online.py``): the answered requests' FLOPs (plus GreenFlow's
+    reward-model FLOPs) × ``run_dir``'s calibrated J/FLOP × PUE (``pfec``, default the
+    paper's). A run directory without a calibration fails before any request is sent."""
+    from greenflow.platform.data.store import read_horizon
+    from greenflow.platform.energy.carbon import PFECConfig
+    from greenflow.platform.energy.online import online_pfec, read_calibration
+
+    read_calibration(run_dir)  # fail now rather than after the whole replay
     doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
+    doc["pfec"] = online_pfec(doc, Path(run_dir), pfec or PFECConfig())
     horizon = read_horizon(Path(run_dir) / "data")
     return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
 

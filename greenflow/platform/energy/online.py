@@ -17,12 +17,18 @@ from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 
 
-def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[str, Any]:
-    """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
-    calib_path = run_dir / "pfec_calibration.json"
+def read_calibration(run_dir: Path) -> dict[str, Any]:
+    """``run_dir``'s ``pfec_calibration.json`` (J/FLOP and its source); a
+    FileNotFoundError that says how to make it when there is none."""
+    calib_path = Path(run_dir) / "pfec_calibration.json"
     if not calib_path.is_file():
         raise FileNotFoundError(f"{calib_path}: run `greenflow pfec calibrate` first")
-    calib = json.loads(calib_path.read_text())
+    return dict(json.loads(calib_path.read_text()))
+
+
+def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[str, Any]:
+    """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
+    calib = read_calibration(run_dir)
     reward_doc = json.loads((run_dir / "reward_model.json").read_text())
     overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
     allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
