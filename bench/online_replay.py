@@ -10,11 +10,14 @@ clicks of the chains served (the simulated R_ij). Variants:
 
   paper-guard       reactive guard (cheapest chain only past C (1 + 5%)), gradient λ
                     with the step size of the tune's best gradient trial
-                    (`greenflow tune step-size`)
-  predictive        guard acting on predicted spend, no reserve, exact λ re-solve
-  serving           predictive + reserve for the expected arrivals (mean + 3 sd), exact λ
+                    (`greenflow tune step-size`), no pacing
+  predictive        guard acting on predicted spend, no reserve, exact λ re-solve, no
+                    pacing
+  unpaced           predictive + reserve for the expected arrivals (mean + 3 sd), exact λ,
+                    no pacing (the serving default before in-window pacing)
+  serving           unpaced + in-window pacing (``platform/allocation/pacing.py``)
                     — the serving default
-  serving-gradient  the same guard with gradient λ (that trial's step size)
+  serving-gradient  the serving default with gradient λ (that trial's step size)
   serving-forecast  the serving default, λ solved for the next window's *forecast*
                     arrivals (the traffic profile's expected count) instead of the last
                     window's count
@@ -52,8 +55,9 @@ SLACK = 1.01  # a window is over budget when spend > C × this
 # name -> its settings of the serving core beside the defaults (λ update, guard)
 VARIANTS = {
     "paper-guard": dict(method="gradient", reserve_sigmas=None, guard_tolerance=0.05,
-                        predictive=False),
-    "predictive": dict(method="exact", reserve_sigmas=None),
+                        predictive=False, pacing=False),
+    "predictive": dict(method="exact", reserve_sigmas=None, pacing=False),
+    "unpaced": dict(method="exact", pacing=False),
     "serving": dict(method="exact"),
     "serving-gradient": dict(method="gradient"),
     "serving-forecast": dict(method="exact"),

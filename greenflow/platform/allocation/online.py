@@ -27,6 +27,7 @@ import numpy as np
 
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.decision import as_costs, as_rewards, choose
+from greenflow.platform.allocation.pacing import WindowPacer
 from greenflow.platform.allocation.primal_dual import Clock, SpendGuard
 
 # Arrivals over the last RATE_HORIZON_S also set the expected rate: a spike that began in
@@ -80,6 +81,7 @@ class OnlineAllocator:
         initial_price: float = 0.0,
         reserve_sigmas: float | None = 3.0,
         predictive: bool = True,
+        pacing: bool = True,
         clock: Clock = time.time,
     ) -> None:
         if not window_s > 0:
@@ -100,6 +102,7 @@ class OnlineAllocator:
         self.dual_price = float(initial_price)
         self.reserve_sigmas = reserve_sigmas
         self.predictive = predictive
+        self._pacer = WindowPacer(self.q) if pacing and fixed_chain is None else None
         self.clock = clock
         self._window_start = -math.inf
         self._guard: SpendGuard | None = None
@@ -146,39 +149,65 @@ class OnlineAllocator:
         if Q.shape[1] != len(self.q):
             raise ValueError(f"Q has {Q.shape[1]} chains, costs {len(self.q)}")
         guard = self._current_guard()
-        lam = self.dual_price
-        if self.fixed_chain is None:
-            wanted = choose(Q, self.q, lam)
-        else:
-            wanted = np.full(Q.shape[0], self.fixed_chain, dtype=np.int64)
         now = self.clock()
         self._recent.extend([now] * Q.shape[0])
         while self._recent and self._recent[0] <= now - RATE_HORIZON_S:
             self._recent.popleft()
-        choice = guard.admit(Q, self.q, wanted, lam, self._reserve_flops(guard, Q.shape[0]))
+        lam = self.dual_price
+        if self.fixed_chain is None:
+            if self._pacer is not None:
+                self._pacer.observe(Q)
+                lam = self._paced_price(guard, Q.shape[0], lam)
+            wanted = choose(Q, self.q, lam)
+        else:
+            wanted = np.full(Q.shape[0], self.fixed_chain, dtype=np.int64)
+        reserve = self._reserve_flops(self._expected_arrivals(guard, Q.shape[0]))
+        choice = guard.admit(Q, self.q, wanted, lam, reserve)
         return Decision(choice, choice != wanted, lam, self._window_start)
 
-    def _reserve_flops(self, guard: SpendGuard, arriving: int) -> float:
-        """FLOPs kept for the requests still expected in this window at the cheapest chain.
+    def _expected_arrivals(self, guard: SpendGuard, arriving: int) -> float:
+        """Requests still expected in this window after the ``arriving`` batch, high side
+        (for the guard's reserve).
 
         Arrivals are taken as Poisson at the fastest of the previous window's rate, this
-        window's so far and the last ``RATE_HORIZON_S``'s; the reserve covers their mean
-        plus ``reserve_sigmas`` standard
-        deviations in the time left (3: ~99.9% of windows). Without it a window spends its
-        budget on its first requests, and its last ones overflow it even at the cheapest
-        chain.
+        window's so far and the last ``RATE_HORIZON_S``'s (this replica's own traffic).
         """
-        if self.reserve_sigmas is None:
-            return 0.0
         now = self.clock()
         elapsed = now - self._window_start
         rate = self._last_rate_rps
         if elapsed > 0.1 * self.window_s:  # too early in the window for its own rate
             rate = max(rate, (guard.requests + arriving) / elapsed)
         rate = max(rate, len(self._recent) / RATE_HORIZON_S)
-        remaining_s = max(0.0, self._window_start + self.window_s - now)
-        expected = rate * remaining_s  # rate is this replica's own
+        return rate * max(0.0, self._window_start + self.window_s - now)
+
+    def _reserve_flops(self, expected: float) -> float:
+        """FLOPs kept for the ``expected`` requests still to come at the cheapest chain.
+
+        The reserve covers their mean plus ``reserve_sigmas`` standard deviations (3: ~99.9%
+        of windows). Without it a window spends its budget on its first requests, and its
+        last ones overflow it even at the cheapest chain.
+        """
+        if self.reserve_sigmas is None:
+            return 0.0
         return (expected + self.reserve_sigmas * math.sqrt(expected)) * float(self.q.min())
+
+    def _paced_price(self, guard: SpendGuard, arriving: int, fallback: float) -> float:
+        """λ at which the ``arriving`` batch and the requests expected after it spend the
+        window's free budget (``pacing``); ``fallback`` until the pacer has enough rows.
+
+        The expected count is the mean rate's: this window's arrivals so far plus one window
+        at the previous window's rate, over the time elapsed plus one window (a spike in the
+        last ``RATE_HORIZON_S`` overrides it), times the time left.
+        """
+        assert self._pacer is not None
+        now = self.clock()
+        elapsed = max(0.0, now - self._window_start)
+        seen = guard.requests + arriving + self._last_rate_rps * self.window_s
+        rate = max(seen / (elapsed + self.window_s), len(self._recent) / RATE_HORIZON_S)
+        later = rate * max(0.0, self._window_start + self.window_s - now)
+        free = guard.limit_flops - guard.spend_flops
+        paced = self._pacer.price(free, arriving, later, self.reserve_sigmas or 0.0)
+        return fallback if paced is None else paced
 
     def refund(self, flops: float) -> None:
         """Return FLOPs the guard counted but a failed request never spent."""

@@ -45,6 +45,7 @@ class ServingSettings:
     guard_tolerance: float = 0.0  # the guard lets a window reach C (1 + ε)
     reserve_sigmas: float | None = 3.0  # the guard's reserve for expected arrivals
     predictive: bool = True  # False: the paper's reactive guard (comparisons only)
+    pacing: bool = True  # re-price each batch for the window's free budget (pacing.py)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def replay_serving(
     online = OnlineAllocator(
         q, budget, settings.window_s, fixed_chain=fixed_chain, initial_price=fit_price,
         guard_tolerance=settings.guard_tolerance, reserve_sigmas=settings.reserve_sigmas,
-        predictive=settings.predictive, clock=clock,
+        predictive=settings.predictive, pacing=settings.pacing, clock=clock,
     )  # fmt: skip
     choice = np.empty(arrival.size, dtype=np.int64)
     guarded = np.zeros(arrival.size, dtype=bool)

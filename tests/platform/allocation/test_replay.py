@@ -60,7 +60,7 @@ def test_guard_holds_the_budget_through_a_threefold_spike() -> None:
     lam_star = reference_price()
     rates = [RATE_PER_S] * 10 + [3 * RATE_PER_S] * 3 + [RATE_PER_S] * 7
     Q, arrival = stream(rates, seed=1)
-    settings = ServingSettings(window_s=1.0, method="exact")
+    settings = ServingSettings(window_s=1.0, method="exact", pacing=False)  # the guard alone
     result = replay_serving(Q, Q_FLOPS, arrival, BUDGET, settings, fit_price=lam_star)
     by_t = {round(w["t"] - EPOCH_S, 1): w for w in result.windows}
     spike = [w for t, w in by_t.items() if 10 <= t + 0.7 < 13]  # windows inside the spike
