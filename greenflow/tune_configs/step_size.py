@@ -79,6 +79,7 @@ class StepSizeProblem:
     penalty: float = 1.0  # mean window clicks lost per over-budget window
     guard_tolerance: float = 0.0  # the serving guard's ε (AppArgs.guard_tolerance)
     reserve_sigmas: float | None = 3.0  # the serving guard's reserve; None: none
+    pacing: bool = True  # the replica's in-window pacing (platform/allocation/pacing.py)
 
     def __post_init__(self) -> None:
         if not self.budget_fraction > 0:
@@ -114,6 +115,7 @@ def serving_settings(params: dict[str, Any], problem: StepSizeProblem) -> Servin
         smoothing=float(params["smoothing"]),
         guard_tolerance=problem.guard_tolerance,
         reserve_sigmas=problem.reserve_sigmas,
+        pacing=problem.pacing,
     )
 
 

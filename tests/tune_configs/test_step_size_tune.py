@@ -76,14 +76,19 @@ def test_objective_is_deterministic_and_reports_the_contract_keys() -> None:
 def test_the_spike_overspends_without_the_guard_and_the_score_pays_for_it() -> None:
     Q, R, q = _synthetic()
     frozen = {"step_size_rel": 1e-6, "window_s": 5.0, "smoothing": 0.0}  # λ barely moves
-    no_guard = StepSizeProblem(traffic=PROBLEM.traffic, guard_tolerance=math.inf)
+    # neither the guard nor pacing: λ alone meets the spike
+    no_guard = StepSizeProblem(traffic=PROBLEM.traffic, guard_tolerance=math.inf, pacing=False)
     flat = StepSizeProblem(
         traffic=TrafficProfile(base_rate=10.0, duration_s=120.0, spike_factor=1.0, seed=2),
         guard_tolerance=math.inf,
+        pacing=False,
     )
     spiky, steady = (step_size_objective(frozen, Q, R, q, p) for p in (no_guard, flat))
     assert spiky["over_budget_windows"] > steady["over_budget_windows"]
     assert spiky["max_utilisation"] > 2.0  # 3x the requests on the same budget
+    # pacing alone re-prices the spike's windows from their arrivals: no window over
+    paced = StepSizeProblem(traffic=PROBLEM.traffic, guard_tolerance=math.inf)
+    assert step_size_objective(frozen, Q, R, q, paced)["over_budget_windows"] == 0
     penalty = spiky["clicks"] - spiky["score"]
     assert penalty == pytest.approx(
         PROBLEM.penalty * spiky["over_budget_windows"] * spiky["clicks"] / spiky["windows"]
@@ -93,7 +98,9 @@ def test_the_spike_overspends_without_the_guard_and_the_score_pays_for_it() -> N
     assert guarded["max_utilisation"] < spiky["max_utilisation"]
     assert guarded["guard_requests"] > 0 and spiky["guard_requests"] == 0
     # a heavier penalty lowers the score of the same replay
-    heavy = StepSizeProblem(traffic=PROBLEM.traffic, guard_tolerance=math.inf, penalty=3.0)
+    heavy = StepSizeProblem(
+        traffic=PROBLEM.traffic, guard_tolerance=math.inf, penalty=3.0, pacing=False
+    )
     assert step_size_objective(frozen, Q, R, q, heavy)["score"] < spiky["score"]
 
 

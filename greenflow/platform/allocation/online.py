@@ -205,7 +205,7 @@ class OnlineAllocator:
         seen = guard.requests + arriving + self._last_rate_rps * self.window_s
         rate = max(seen / (elapsed + self.window_s), len(self._recent) / RATE_HORIZON_S)
         later = rate * max(0.0, self._window_start + self.window_s - now)
-        free = guard.limit_flops - guard.spend_flops
+        free = guard.budget_flops - guard.spend_flops  # the budget, not the guard's C (1 + ε)
         paced = self._pacer.price(free, arriving, later, self.reserve_sigmas or 0.0)
         return fallback if paced is None else paced
 

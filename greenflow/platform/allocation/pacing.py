@@ -12,7 +12,7 @@ exactly, on the Q rows of its most recent requests (the sample of what is still 
 for the least λ at which n̂ requests would spend the budget still free, where
 
     n̂      = the batch + m − √m, for m requests expected in the rest of the window
-    free    = C_share (1 + ε) − spend so far − reserve_sigmas · √n̂ · min_j q_j
+    free    = C_share − spend so far − reserve_sigmas · √n̂ · min_j q_j
 
 (the reserve leaves room for arrivals above the mean at the cheapest chain, as the guard
 does; planning for one standard deviation fewer later requests than expected spends on

@@ -65,6 +65,7 @@ class Run:
     starts: np.ndarray  # (windows,) Unix s, measured windows
     spend: np.ndarray  # (windows,) FLOPs, both replicas, measured windows
     budget: np.ndarray  # (windows,) FLOPs
+    reward: np.ndarray  # (windows,) Σ Q of the chains served, both replicas, clicks
     shares: list[dict[str, float]]  # share each replica used, per measured window
 
     @property
@@ -171,6 +172,7 @@ def _serve(
         starts=np.array([w.t_s for w in records]),
         spend=np.array([w.spend_flops for w in records]),
         budget=np.array([w.budget_flops for w in records]),
+        reward=np.array([w.reward for w in records]),
         shares=[used.get(w.t_s, {}) for w in records],
     )
 
@@ -185,13 +187,16 @@ def _assert_within_budget(run: Run) -> None:
 
 
 def test_shared_budget_is_used_with_uneven_routing() -> None:
-    """80% of the traffic to one replica: static halves waste ~30% of the budget."""
+    """80% of the traffic to one replica. Static halves cap the busy replica at C/2 while
+    the quiet one pads its few requests with dear chains (pacing spends its half): about
+    as many FLOPs, ~11% fewer clicks."""
     adaptive = _serve(lambda t: 0.8, adaptive=True)
     static = _serve(lambda t: 0.8, adaptive=False)
     _assert_within_budget(adaptive)
     _assert_within_budget(static)
-    assert adaptive.utilisation >= 0.95  # measured 0.972 (seed 0)
-    assert static.utilisation <= 0.80  # measured 0.698: a capped at C/2, b uses ~C/5
+    assert adaptive.utilisation >= 0.95  # measured 0.990 (seed 0)
+    # measured 1.123 (seeds 1, 2: 1.123, 1.119); static used 0.978 of the FLOPs
+    assert adaptive.reward.sum() >= 1.08 * static.reward.sum()
     assert all(u == {"a": 0.5, "b": 0.5} for u in static.shares)
     a = np.array([u["a"] for u in adaptive.shares])
     assert abs(np.median(a) - 0.8) < 0.02  # the shares follow the traffic
@@ -200,7 +205,7 @@ def test_shared_budget_is_used_with_uneven_routing() -> None:
 def test_shared_budget_follows_a_flip_in_routing() -> None:
     """The split flips from 80/20 to 20/80 mid-run. A share is fixed when its window
     opens and published two windows ahead, so the flip's window and the next run on the
-    old shares (~55% used); from then on the shares follow the new split."""
+    old shares (~78% used, the quiet side padding its few requests); from then on the shares follow the new split."""
     split = lambda t: 0.8 if t < FLIP_S else 0.2  # noqa: E731
     adaptive = _serve(split, adaptive=True)
     static = _serve(split, adaptive=False)
@@ -208,14 +213,13 @@ def test_shared_budget_follows_a_flip_in_routing() -> None:
     _assert_within_budget(static)
     flip = int(np.flatnonzero(adaptive.starts <= EPOCH + FLIP_S)[-1])  # window holding it
     util = adaptive.spend / adaptive.budget
-    assert util[flip : flip + 2].mean() < 0.7  # the lag: old shares, new traffic
+    assert util[flip : flip + 2].mean() < 0.9  # the lag: old shares, new traffic (0.78)
     steady = np.r_[0:flip, flip + 3 : len(util)]  # not the flip's window and the 2 after
     spend, budget = adaptive.spend[steady], adaptive.budget[steady]
-    assert spend.sum() / budget.sum() >= 0.95  # all but those 3 windows: measured 0.972
-    # One flip in 60 windows costs about one window's budget: measured 0.954 (seed 0;
-    # 0.949-0.953 for seeds 1-3)
+    assert spend.sum() / budget.sum() >= 0.95  # all but those 3 windows
+    # One flip in 60 windows costs about one window's budget: measured 0.982 (seeds 0-2)
     assert adaptive.utilisation >= 0.94
-    assert static.utilisation <= 0.80  # measured 0.702
+    assert adaptive.reward.sum() >= 1.06 * static.reward.sum()  # measured 1.108-1.109
     assert adaptive.shares[-1]["b"] == pytest.approx(0.8, abs=0.03)
 
 
