@@ -28,7 +28,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,14 +35,13 @@ import numpy as np
 
 from greenflow.errors import GreenflowError, InputError
 from greenflow.platform.allocation.adherence import budget_adherence
+from greenflow.platform.run_dir import LOADTEST, LOADTEST_PNG, RunDir
 from greenflow.platform.traffic import OVER_BUDGET_SLACK, TrafficProfile, request_order
 
 if TYPE_CHECKING:
     import aiohttp
     import pandas as pd
 
-LOADTEST_FILE = "loadtest.json"
-LOADTEST_PLOT = "loadtest.png"
 DEFAULT_URL = "http://127.0.0.1:8000"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 REQUEST_COLUMNS = ("request_id", "user_id", "history", "positives")
@@ -204,11 +202,11 @@ def _window_s(state: Mapping[str, Any]) -> float | None:
 # --- input ------------------------------------------------------------------------------
 
 
-def load_replay_requests(run_dir: Path) -> pd.DataFrame:
+def load_replay_requests(run_dir: RunDir) -> pd.DataFrame:
     """The evaluation split of ``<run_dir>/data``'s request log, the rows a load test sends."""
     from greenflow.platform.data.store import load_requests
 
-    return load_requests(Path(run_dir) / "data", "eval")
+    return load_requests(run_dir.data, "eval")
 
 
 def replay_rows(requests: pd.DataFrame) -> list[ReplayRow]:
@@ -722,9 +720,9 @@ def _pct(ratio: float | None) -> float | None:
     return None if ratio is None else 100.0 * ratio
 
 
-def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
+def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], run_dir: RunDir) -> str:
     """The paper's Figure 5 analogue: spend per window against the budget, λ, and the
-    request rate, over time, the spike shaded. Writes a PNG to ``path``."""
+    request rate, over time, the spike shaded. Writes ``loadtest.png``; returns where."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -767,11 +765,9 @@ def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    where = run_dir.write_figure(LOADTEST_PNG, fig)
     plt.close(fig)
-    return path
+    return where
 
 
 def _steps(
@@ -794,15 +790,15 @@ def _spend_rate(w: Mapping[str, Any], doc: Mapping[str, Any]) -> float:
 
 
 def write_loadtest(
-    run_dir: Path,
+    run_dir: RunDir,
     docs: Mapping[str, Mapping[str, Any]],
     horizon: str,
     repeats: Mapping[str, Any] | None = None,
-) -> tuple[Path, Path]:
+) -> tuple[str, str]:
     """Write ``loadtest.json`` (the greenflow doc — else the first — at top level, plus
     ``"policies"``: every doc, with several policies ``"pfec"``: policy → record, the
     ground-truth ``horizon`` the clicks counted, and ``"repeats"``: the summary of repeated
-    runs when given) atomically, and ``loadtest.png``; returns both paths."""
+    runs when given) atomically, and ``loadtest.png``; returns where both went."""
     if not docs:
         raise ValueError("no load-test documents to write")
     main = docs.get("greenflow") or next(iter(docs.values()))
@@ -812,32 +808,25 @@ def write_loadtest(
         out["repeats"] = dict(repeats)
     if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
         out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOADTEST_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)  # readers never see half a file
-    return path, plot_loadtest(docs, run_dir / LOADTEST_PLOT)
+    run_dir.write_loadtest(out)
+    return run_dir.show(LOADTEST), plot_loadtest(docs, run_dir)
 
 
 def replay_running_app(
-    config: LoadtestConfig, run_dir: Path, log: Log = print
-) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    config: LoadtestConfig, run_dir: RunDir, log: Log = print
+) -> tuple[dict[str, Any], tuple[str, str]]:
     """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
     app already serving at ``config.url``, write loadtest.json/.png with its document
     (the dataset's ground-truth horizon beside it); returns the document and both paths."""
     from greenflow.platform.data.store import read_horizon
 
     doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
-    horizon = read_horizon(Path(run_dir) / "data")
+    horizon = read_horizon(run_dir.data)
     return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
 
 
 __all__ = [
     "DEFAULT_URL",
-    "LOADTEST_FILE",
-    "LOADTEST_PLOT",
     "LoadtestConfig",
     "LoadtestError",
     "LoadtestRun",

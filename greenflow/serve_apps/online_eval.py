@@ -10,9 +10,7 @@ the carbon intensity; latency percentiles and the allocator's FLOPs overhead rid
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from greenflow.client.loadtest import (
@@ -27,19 +25,21 @@ from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.online_repeats import format_repeats, repeats_summary
+from greenflow.platform.run_dir import CALIBRATION, RunDir
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 
 Log = Callable[[str], None]
 
 
-def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[str, Any]:
+def online_pfec(doc: dict[str, Any], run_dir: RunDir, pfec: PFECConfig) -> dict[str, Any]:
     """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
-    calib_path = run_dir / "pfec_calibration.json"
-    if not calib_path.is_file():
-        raise FileNotFoundError(f"{calib_path}: run `greenflow pfec calibrate` first")
-    calib = json.loads(calib_path.read_text())
-    reward_doc = json.loads((run_dir / "reward_model.json").read_text())
+    calib = run_dir.read_calibration()
+    if calib is None:
+        raise FileNotFoundError(
+            f"{run_dir.show(CALIBRATION)}: run `greenflow pfec calibrate` first"
+        )
+    reward_doc = run_dir.read_reward_summary()
     overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
     allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
     performance = {
@@ -57,7 +57,7 @@ def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[st
 
 
 def run_online_comparison(
-    run_dir: Path,
+    run_dir: RunDir,
     policies: Sequence[str],
     profile: TrafficProfile,
     *,
@@ -80,7 +80,6 @@ def run_online_comparison(
     """
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
-    run_dir = Path(run_dir).resolve()
     pfec = pfec or PFECConfig()
     requests = load_replay_requests(run_dir)
     runs: list[dict[str, dict[str, Any]]] = []
@@ -89,7 +88,7 @@ def run_online_comparison(
         docs: dict[str, dict[str, Any]] = {}
         for policy in order:
             args = AppArgs.model_validate({
-                "run_dir": str(run_dir), "policy": policy,
+                "run_dir": run_dir.portable, "policy": policy,
                 "expected_rate_rps": profile.base_rate, **(app_overrides or {}),
             })  # fmt: skip
             log(f"-- {policy}{f' (repeat {r + 1}/{repeats})' if repeats > 1 else ''}: "
@@ -107,7 +106,7 @@ def run_online_comparison(
         runs.append({name: docs[name] for name in policies})
     docs = runs[-1]
     summary = repeats_summary(runs) if repeats > 1 else None
-    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(Path(run_dir) / "data"),
+    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(run_dir.data),
                                          repeats=summary)  # fmt: skip
     log("\n" + format_loadtest_table(docs))
     if summary is not None:
