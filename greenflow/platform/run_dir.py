@@ -117,7 +117,7 @@ class Location:
         return f"{type(self).__name__}({self.uri!r})"
 
     def __str__(self) -> str:
-        return self.uri
+        return self.show()
 
     @property
     def is_local(self) -> bool:
@@ -136,12 +136,13 @@ class Location:
 
     def show(self, rel: str = "") -> str:
         """``rel`` as people should read it in messages: the absolute local path or the URI."""
-        if not rel:
-            return self.uri
         if self.is_local:
             return self.path(rel)
-        parts = urlsplit(self.uri)  # without the query: it configures, it does not name
-        return f"{parts.scheme}://{posixpath.join(parts.netloc + parts.path, rel)}"
+        # without credentials or the query: they configure the filesystem, they do not name
+        parts = urlsplit(self.uri)
+        host = parts.netloc.rpartition("@")[2]
+        where = posixpath.join(host + parts.path, rel) if rel else host + parts.path
+        return f"{parts.scheme}://{where}"
 
     def child(self, rel: str) -> Location:
         """The sub-directory ``rel`` as a Location of its own."""

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.usefixtures("no_ray")
 def test_paths_and_display_of_a_local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     run = RunDir("runs/x")
-    assert str(run) == "runs/x" and run.is_local
+    assert run.uri == "runs/x" and run.is_local
+    assert str(run) == str(tmp_path / "runs" / "x")
     assert run.portable == str(tmp_path / "runs" / "x")  # what other processes reopen
     assert run.local_path == tmp_path / "runs" / "x"
     assert run.show(MODEL_POOL) == str(tmp_path / "runs" / "x" / MODEL_POOL)
@@ -93,6 +94,15 @@ def test_json_outputs_lists_top_level_objects_only(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         run.json_outputs()
+
+
+def test_a_uri_shows_without_its_credentials_or_options() -> None:
+    run = RunDir("s3://key:secret@bucket/runs/x?region=us-east-1&scheme=http")
+    assert str(run) == "s3://bucket/runs/x" and run.show("a.json") == "s3://bucket/runs/x/a.json"
+    assert (
+        run.root == "bucket/runs/x" and run.data.path("meta.json") == "bucket/runs/x/data/meta.json"
+    )
+    assert "region=us-east-1" in run.data.portable and str(run.data) == "s3://bucket/runs/x/data"
 
 
 def test_portable_locations() -> None:
