@@ -31,26 +31,14 @@ import yaml
 
 from greenflow.errors import ConfigError
 from greenflow.platform.chains import ChainSpace, default_space
-from greenflow.platform.data.requests import RequestConfig, SplitFractions
+from greenflow.platform.data.requests import RequestConfig
+from greenflow.platform.data.sources import DATA_SOURCES
 from greenflow.platform.data.synthetic import SyntheticConfig
 from greenflow.platform.models.pool import PoolConfig
 from greenflow.platform.models.training import CascadeTrainConfig
 from greenflow.platform.reward.model import RewardModelConfig
 from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.platform.run_dir import Location, RunDir
-
-DATASETS: tuple[str, ...] = ("movielens-100k", "ali-ccp", "synthetic")
-
-# ML-100k has only 943 users: a 2.5% evaluation share would leave ~140 requests, so it
-# gets 20% (about 1,100 evaluation requests) and 30% for reward samples.
-_REQUEST_DEFAULTS: dict[str, RequestConfig] = {
-    "movielens-100k": RequestConfig(
-        requests_per_user=6, fractions=SplitFractions(0.4, 0.1, 0.3, 0.2), horizon="next:5"
-    ),
-    "ali-ccp": RequestConfig(requests_per_user=4),
-    "synthetic": RequestConfig(requests_per_user=6),
-}
-
 
 # Synthetic runs reach hundreds of thousands of events: the cascade trains on a seeded
 # sample, which is what keeps `make bench-synthetic` (100k requests) under 30 minutes on 2
@@ -87,8 +75,7 @@ class Config:
     def __post_init__(self) -> None:
         # a local path or URI given for the run directory is opened here, once
         object.__setattr__(self, "run_dir", RunDir.of(self.run_dir))
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+        DATA_SOURCES.get(self.dataset)  # a ConfigError naming the registered sources
 
     @property
     def data_dir(self) -> Location:
@@ -98,13 +85,12 @@ class Config:
 def default_config(
     dataset: str = "movielens-100k", run_dir: RunDir | str | Path | None = None
 ) -> Config:
-    """The defaults for a dataset (ML-100k gets a larger evaluation share)."""
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    """The defaults for a dataset: its registered request-log defaults (ML-100k gets a
+    larger evaluation share), its pool defaults."""
     return Config(
         dataset=dataset,
         run_dir=RunDir.of(run_dir if run_dir is not None else Path("runs") / dataset),
-        requests=_REQUEST_DEFAULTS[dataset],
+        requests=DATA_SOURCES.get(dataset).requests,
         pool=_POOL_DEFAULTS.get(dataset, PoolConfig()),
     )
 

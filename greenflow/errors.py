@@ -27,7 +27,8 @@ class InputError(GreenflowError, ValueError):
 
 
 class UnknownModelError(ConfigError, KeyError):
-    """The configured chains name a model the trained pool lacks."""
+    """A model name nothing answers to: not a registered model kind (``MODEL_KINDS``), or
+    one the configured chains use and the trained pool lacks."""
 
     __str__ = Exception.__str__  # the message, not KeyError's quoted repr of it
 

@@ -17,6 +17,7 @@ from greenflow.platform.chains import ChainSpace, StageSpace
 
 if TYPE_CHECKING:
     from greenflow.config import Config
+    from greenflow.platform.models.pool import ModelPool
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -140,11 +141,12 @@ def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Co
 def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
     """``reward_run`` (a copy) plus a trained 'full' reward model and a J/FLOP calibration."""
     from greenflow.platform.energy import PFECConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
     from greenflow.platform.reward import RewardModelConfig
     from greenflow.platform.reward.run import train_reward_variants
     from greenflow.platform.reward.training import RewardTrainConfig
     from greenflow.platform.run_dir import RunDir
-    from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
+    from greenflow.simulators.pfec_jobs import run_calibration
 
     run_dir = tmp_path_factory.mktemp("serve") / "run"
     shutil.copytree(reward_run.run_dir.local_path, run_dir)
@@ -153,3 +155,21 @@ def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> C
     run_calibration(RunDir(run_dir), CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
                     log=lambda _: None)  # fmt: skip
     return dataclasses.replace(reward_run, run_dir=run_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_pool() -> ModelPool:
+    """Every model kind, untrained, on a 30-item corpus, with measured FLOPs."""
+    import torch
+
+    from greenflow.platform.models.features import FeatureSet, FeatureSpec
+    from greenflow.platform.models.pool import untrained_pool
+
+    features = FeatureSet(
+        user=(FeatureSpec("age", 5), FeatureSpec("gender", 3)),
+        item=(FeatureSpec("genre", 4),),
+        num_items=30,
+        max_history=6,
+    )
+    items = (torch.arange(features.num_items + 1) % 4).unsqueeze(1)  # (N+1, F_i) genre codes
+    return untrained_pool("tiny", features, items)

@@ -147,8 +147,8 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from greenflow.cli import data, evaluate, pfec, simulate, train
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
     from greenflow.simulators.evaluate import EvaluateConfig
-    from greenflow.simulators.pfec_jobs import CalibrationConfig
     from greenflow.simulators.simulate import SimulateConfig
 
     calls: list[tuple[str, tuple, dict]] = []

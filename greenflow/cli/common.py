@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from greenflow.config import DATASETS, Config, load_config
+from greenflow.config import Config, load_config
 from greenflow.errors import ConfigError, GreenflowError
+from greenflow.platform.data.sources import DATA_SOURCES
 from greenflow.platform.run_dir import RunDir
 
 Log = Callable[[str], None]
@@ -19,7 +20,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """--dataset, --run-dir and --config, the options of every pipeline command."""
     parser.add_argument(
         "--dataset",
-        choices=DATASETS,
+        choices=DATA_SOURCES.names(),
         default="movielens-100k",
         help="data source (default: the embedded movielens-100k)",
     )

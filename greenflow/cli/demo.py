@@ -44,11 +44,11 @@ def run(
     ``requests``: synthetic requests to generate; ``epochs``: override training epochs
     (cascade models and reward model); ``port``: Serve HTTP port of the load test."""
     from greenflow.platform.energy import EstimateConfig, PFECConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
     from greenflow.platform.simulation import ChainSampling
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.online_eval import run_online_comparison
     from greenflow.simulators.evaluate import EvaluateConfig
-    from greenflow.simulators.pfec_jobs import CalibrationConfig
     from greenflow.simulators.simulate import SimulateConfig
 
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from greenflow.platform.run_dir import CALIBRATION
 
 if TYPE_CHECKING:
     from greenflow.platform.energy import EstimateConfig, PFECConfig
-    from greenflow.simulators.pfec_jobs import CalibrationConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -102,7 +102,8 @@ def calibrate(
     log: Log = common.log,
 ) -> None:
     """Measure joules per FLOP of each pool model; print the table."""
-    from greenflow.simulators.pfec_jobs import format_calibration_table, run_calibration
+    from greenflow.platform.energy.pool_calibration import format_calibration_table
+    from greenflow.simulators.pfec_jobs import run_calibration
 
     doc = run_calibration(config.run_dir, calibration, pfec, estimate=estimate, log=log)
     log(
@@ -122,7 +123,7 @@ def _report_command(args: argparse.Namespace) -> None:
 
 def _calibrate_command(args: argparse.Namespace) -> None:
     from greenflow.platform.energy import EstimateConfig, PFECConfig
-    from greenflow.simulators.pfec_jobs import CalibrationConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
 
     config = common.load(args)
     calibration = common.from_options(

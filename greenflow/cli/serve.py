@@ -15,7 +15,7 @@ from greenflow.config import Config
 from greenflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from greenflow.client.loadtest import LoadtestConfig
+    from greenflow.client.config import LoadtestConfig
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.app import AppArgs
 
@@ -79,7 +79,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     loadtest.add_argument("--policies", default="greenflow,equal",
                           help="policies deployed and replayed in turn (greenflow,equal)")  # fmt: skip
     loadtest.add_argument("--url", default=None,
-                          help="replay against a running app instead (127.0.0.1 only)")  # fmt: skip
+                          help="replay against a running app instead (127.0.0.1 only; "
+                               "PFEC from the run's `pfec calibrate`)")  # fmt: skip
     loadtest.add_argument("--base-rate", type=float, default=10.0, help="req/s outside the spike")
     loadtest.add_argument("--duration", type=float, default=30.0, help="seconds of traffic (30)")
     loadtest.add_argument("--spike-factor", type=float, default=3.0, help="spike rate multiple")
@@ -125,7 +126,8 @@ def serve(app_args: AppArgs, port: int, detach: bool, log: Log = common.log) -> 
 
 def replay_url(config: Config, loadtest: LoadtestConfig, log: Log = common.log) -> None:
     """Replay the run's evaluation requests against an app already serving at the URL."""
-    from greenflow.client.loadtest import format_loadtest_table, replay_running_app
+    from greenflow.client.loadtest import replay_running_app
+    from greenflow.client.table import format_loadtest_table
 
     doc, paths = replay_running_app(loadtest, config.run_dir, log)
     log(format_loadtest_table({doc["policy"]: doc}))
@@ -176,7 +178,7 @@ def _loadtest_command(args: argparse.Namespace) -> None:
     if args.url and args.repeats != 1:
         raise ConfigError("--repeats redeploys each policy: run it without --url")
     if args.url:
-        from greenflow.client.loadtest import LoadtestConfig
+        from greenflow.client.config import LoadtestConfig
 
         loadtest = common.from_options(LoadtestConfig, url=args.url, profile=profile,
                                        max_requests=args.max_requests,

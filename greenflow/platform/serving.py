@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from greenflow.errors import ConfigError
-from greenflow.platform.allocation.baselines import EqualPolicy
+from greenflow.platform.allocation.serving_policies import FixedChoice, serving_chain
 from greenflow.platform.chains import Chain, ChainSpace
 from greenflow.platform.data.store import load_dataset
 from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
@@ -71,25 +70,11 @@ class ServingAssets:
         """The chain a baseline serves everyone (None for GreenFlow, which chooses).
 
         ``equal``: the best fixed chain by mean training clicks whose cost fits the budget
-        per expected request (``EqualPolicy``); ``fixed:<chain id>``: that chain.
+        per expected request (``EqualPolicy``); ``fixed:<chain id>``: that chain; the
+        policies are registered in ``allocation/serving_policies.py``.
         """
-        if policy == "greenflow":
-            return None
-        if policy == "equal":
-            return int(
-                EqualPolicy(self.train_mean, self.q, 1).allocate(per_request_flops).choice[0]
-            )
-        if policy.startswith("fixed:"):
-            ids = [c.id for c in self.chains]
-            wanted = policy.removeprefix("fixed:")
-            if wanted not in ids:
-                raise ConfigError(
-                    f"policy {policy!r}: {wanted!r} is not one of the {len(ids)} chains"
-                )
-            return ids.index(wanted)
-        raise ConfigError(
-            f"policy must be 'greenflow', 'equal' or 'fixed:<chain id>', got {policy!r}"
-        )
+        choice = FixedChoice(self.chains, self.q, self.train_mean, per_request_flops)
+        return serving_chain(policy, choice)
 
     def fallback_chain(self, failed: set[str], current: int) -> int:
         """Where a request goes after stage models ``failed``: the cheapest chain that

@@ -5,7 +5,8 @@ paper's Table 5 analogue) and Figure 5 (spend against budget through a traffic s
 PFEC of a run: FLOPs are what the app computed — the cascade FLOPs of every answered
 request plus the allocator's reward-model FLOPs; energy is an *estimate*, those FLOPs ×
 the joules per FLOP measured by ``greenflow pfec calibrate`` × PUE, and carbon that ×
-the carbon intensity; latency percentiles and the allocator's FLOPs overhead ride along.
+the carbon intensity; latency percentiles and the allocator's FLOPs overhead ride along
+(``platform/energy/online.py``, which ``greenflow loadtest --url`` uses too).
 """
 
 from __future__ import annotations
@@ -13,47 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from greenflow.client.loadtest import (
-    LoadtestConfig,
-    format_loadtest_table,
-    load_replay_requests,
-    run_loadtest,
-    write_loadtest,
-)
+from greenflow.client.config import LoadtestConfig
+from greenflow.client.http import run_loadtest
+from greenflow.client.loadtest import load_replay_requests, write_loadtest
+from greenflow.client.table import format_loadtest_table
 from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
-from greenflow.platform.energy.report import estimated_pfec
+from greenflow.platform.energy.online import online_pfec
 from greenflow.platform.online_repeats import format_repeats, repeats_summary
-from greenflow.platform.run_dir import CALIBRATION, RunDir
+from greenflow.platform.run_dir import RunDir
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 
 Log = Callable[[str], None]
-
-
-def online_pfec(doc: dict[str, Any], run_dir: RunDir, pfec: PFECConfig) -> dict[str, Any]:
-    """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
-    calib = run_dir.read_calibration()
-    if calib is None:
-        raise FileNotFoundError(
-            f"{run_dir.show(CALIBRATION)}: run `greenflow pfec calibrate` first"
-        )
-    reward_doc = run_dir.read_reward_summary()
-    overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
-    allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
-    performance = {
-        "clicks": doc["clicks"],
-        "latency_p50_ms": doc["latency_ms"]["p50"],
-        "latency_p99_ms": doc["latency_ms"]["p99"],
-    }
-    record = estimated_pfec(performance, float(doc["flops"]) + allocator_flops, calib, pfec)
-    return {
-        **record,
-        "allocator_flops": allocator_flops,
-        "allocator_flops_ratio": allocator_flops / doc["flops"] if doc["flops"] else 0.0,
-        "duration_s": doc["duration_s"],
-    }
 
 
 def run_online_comparison(

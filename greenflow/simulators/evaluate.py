@@ -26,12 +26,11 @@ import numpy as np
 
 from greenflow.config import Config, config_to_dict
 from greenflow.errors import ConfigError, InputError
-from greenflow.platform.allocation.baselines import (
-    CRASPolicy,
-    DCAFPolicy,
-    EqualPolicy,
-    GreenFlowPolicy,
-    OraclePolicy,
+from greenflow.platform.allocation.baselines import GreenFlowPolicy
+from greenflow.platform.allocation.offline_policies import (
+    PolicyInputs,
+    build_offline_policies,
+    rank_model_mask,
 )
 from greenflow.platform.bootstrap import ratio_ci
 from greenflow.platform.chains import Chain, stage_costs
@@ -40,6 +39,7 @@ from greenflow.platform.energy import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.evaluation import (
     Curve,
+    Policy,
     at_budget,
     budget_grid,
     chain_curve,
@@ -129,30 +129,12 @@ def load_inputs(run_dir: RunDir) -> EvalInputs:
                       train_mean, estimates, ev["user_id"].to_numpy(), expected)  # fmt: skip
 
 
-def _rank_model_mask(chains: list[Chain], model: str) -> np.ndarray:
-    return np.array([c.actions[-1].model == model for c in chains])
-
-
-def build_policies(inputs: EvalInputs) -> dict[str, Any]:
-    """The methods of DESIGN.md §2, named as in offline_eval.json."""
-    chains, q, Q, n = inputs.chains, inputs.q, inputs.estimates["full"], inputs.R.shape[0]
-    rank_models = sorted({c.actions[-1].model for c in chains})
-    # CRAS and the plain EQUAL use one rank model: the one with the best training clicks
-    best_rank = max(rank_models, key=lambda m: inputs.train_mean[_rank_model_mask(chains, m)].max())
-    policies: dict[str, Any] = {
-        "greenflow": GreenFlowPolicy(Q, q),
-        "equal": EqualPolicy(inputs.train_mean, q, n),
-    }
-    for m in rank_models:
-        policies[f"equal-{m}"] = EqualPolicy(inputs.train_mean, q, n, _rank_model_mask(chains, m))
-    policies["cras"] = CRASPolicy(Q, inputs.stage_cost, chains, best_rank)
-    for m in rank_models:
-        policies[f"cras-{m}"] = CRASPolicy(Q, inputs.stage_cost, chains, m)
-    policies["dcaf"] = DCAFPolicy(Q, q, chains, free_stage=1)
-    policies["oracle"] = OraclePolicy(inputs.R, q)
-    if inputs.expected is not None:  # the true ceiling: the exact solve on E[R]
-        policies["oracle-expected"] = OraclePolicy(inputs.expected, q)
-    return policies
+def build_policies(inputs: EvalInputs) -> dict[str, Policy]:
+    """The methods of DESIGN.md §2 (``OFFLINE_POLICIES``), named as in offline_eval.json."""
+    return build_offline_policies(PolicyInputs(
+        inputs.chains, inputs.q, inputs.stage_cost, inputs.R, inputs.train_mean,
+        inputs.estimates["full"], inputs.expected,
+    ))  # fmt: skip
 
 
 def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
@@ -293,7 +275,7 @@ def run_evaluation(
         table2[name] = {**greenflow_at_table_budget(Q_full, mask), "chains": int(mask.sum())}
     # Table 3: rank-model pools
     rank_models = sorted({c.actions[-1].model for c in inputs.chains})
-    table3 = {m: greenflow_at_table_budget(Q_full, _rank_model_mask(inputs.chains, m))
+    table3 = {m: greenflow_at_table_budget(Q_full, rank_model_mask(inputs.chains, m))
               for m in rank_models}  # fmt: skip
     table3["both"] = greenflow_at_table_budget(Q_full)
     # Table 4 clicks column: reward-model variants

@@ -64,11 +64,12 @@ def test_simulation_training_and_serving_from_a_bucket(
 ) -> None:
     from greenflow.platform.data.store import load_requests
     from greenflow.platform.energy import PFECConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
     from greenflow.platform.reward import RewardModelConfig
     from greenflow.platform.reward.run import train_reward_variants
     from greenflow.platform.reward.training import RewardTrainConfig
     from greenflow.serve_apps.app import AppArgs, deploy, teardown
-    from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
+    from greenflow.simulators.pfec_jobs import run_calibration
     from greenflow.simulators.simulate import SimulateConfig, run_simulation
 
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from greenflow.platform.energy import PFECConfig
+from greenflow.platform.energy.pool_calibration import CalibrationConfig
 from greenflow.platform.energy.report import collect_pfec_records
 from greenflow.platform.reward import RewardModelConfig
 from greenflow.platform.reward.run import train_reward_variants
@@ -20,7 +21,7 @@ from greenflow.simulators.evaluate import (
     format_summary,
     run_evaluation,
 )
-from greenflow.simulators.pfec_jobs import CalibrationConfig, run_calibration
+from greenflow.simulators.pfec_jobs import run_calibration
 
 METHODS = {"greenflow", "equal", "equal-din", "equal-dien", "cras", "cras-din", "cras-dien",
            "dcaf", "oracle"}  # fmt: skip

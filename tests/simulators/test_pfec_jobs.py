@@ -10,23 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from greenflow.cli import main
 from greenflow.platform.energy import (
-    EnergySource,
     EstimateMeter,
     PFECConfig,
     PFECRecord,
-    SingleSourceMeter,
 )
-from greenflow.platform.models.features import FeatureSet, FeatureSpec
-from greenflow.platform.models.pool import MODEL_KINDS, ModelPool, save_pool, untrained_pool
+from greenflow.platform.energy.pool_calibration import CalibrationConfig, format_calibration_table
+from greenflow.platform.models.pool import MODEL_KINDS, ModelPool, save_pool
 from greenflow.platform.run_dir import CALIBRATION, RunDir
 from greenflow.simulators.pfec_jobs import (
-    CalibrationConfig,
-    calibrate_pool,
-    format_calibration_table,
     live_record,
     parse_exposition,
     pfec_report,
@@ -34,87 +28,6 @@ from greenflow.simulators.pfec_jobs import (
 )
 
 pytestmark = pytest.mark.usefixtures("no_ray")
-
-
-@pytest.fixture(scope="module")
-def tiny_pool() -> ModelPool:
-    """Every model kind, untrained, on a 30-item corpus, with measured FLOPs."""
-    features = FeatureSet(
-        user=(FeatureSpec("age", 5), FeatureSpec("gender", 3)),
-        item=(FeatureSpec("genre", 4),),
-        num_items=30,
-        max_history=6,
-    )
-    items = (torch.arange(features.num_items + 1) % 4).unsqueeze(1)  # (N+1, F_i) genre codes
-    return untrained_pool("tiny", features, items)
-
-
-class TickingClock:
-    """Moves 0.05 s each time it is read, so a timed loop ends without real waiting."""
-
-    def __init__(self) -> None:
-        self.now_s = 0.0
-
-    def __call__(self) -> float:
-        self.now_s += 0.05
-        return self.now_s
-
-    def advance(self, duration_s: float) -> None:
-        self.now_s += duration_s
-
-
-class ConstantMeter(SingleSourceMeter):
-    """cpu:0 at 20 W and dram:0 at 2 W, whatever runs."""
-
-    source = EnergySource.RAPL
-
-    def __init__(self, clock: TickingClock) -> None:
-        super().__init__(clock)
-        self.start_s = clock()
-
-    @property
-    def devices(self) -> tuple[str, ...]:
-        return ("cpu:0", "dram:0")
-
-    def _read_energy_j(self, now_s: float) -> dict[str, float]:
-        t = now_s - self.start_s
-        return {"cpu:0": 20.0 * t, "dram:0": 2.0 * t}
-
-
-def test_calibration_charges_cpu_energy_to_counted_flops(tiny_pool: ModelPool) -> None:
-    clock = TickingClock()
-    config = CalibrationConfig(seconds=0.2, idle_seconds=0.0, batch_size=4, models=("dssm", "din"))
-    doc = calibrate_pool(
-        tiny_pool, ConstantMeter(clock), config, PFECConfig(), clock=clock, log=lambda _: None
-    )
-    assert list(doc["per_model"]) == ["dssm", "din"]
-    assert (doc["device"], doc["source"]) == ("cpu:0", "rapl")
-    for name, row in doc["per_model"].items():
-        # recall scores the whole corpus; rank a fixed 50 items per request
-        n = 30 if name == "dssm" else 50
-        assert (row["items_per_request"], row["stage"]) == (n, tiny_pool.entries[name].model.stage)
-        flops_per_call = 4 * tiny_pool.flops[name].cost(n)  # B × (per request + per item × n)
-        assert row["flops"] == pytest.approx(row["calls"] * flops_per_call)
-        assert row["energy_j"] == pytest.approx(20.0 * row["duration_s"])  # cpu only, not dram
-        assert row["joules_per_flop"] == pytest.approx(row["energy_j"] / row["flops"])
-        assert row["per_device"]["dram:0"]["energy_j"] == pytest.approx(2.0 * row["duration_s"])
-    total_flops = sum(r["flops"] for r in doc["per_model"].values())
-    total_j = sum(r["energy_j"] for r in doc["per_model"].values())
-    assert doc["joules_per_flop"] == pytest.approx(total_j / total_flops)
-    assert doc["facility_joules_per_flop"] == pytest.approx(1.67 * doc["joules_per_flop"])
-
-    # With an idle baseline, a constant draw is all idle: nothing is charged to the work.
-    idle = calibrate_pool(
-        tiny_pool,
-        ConstantMeter(clock),
-        CalibrationConfig(seconds=0.2, idle_seconds=2.0, batch_size=4, models=("din",)),
-        PFECConfig(),
-        clock=clock,
-        sleep=clock.advance,
-        log=lambda _: None,
-    )["per_model"]["din"]
-    assert idle["idle_power_w"] == pytest.approx(20.0)
-    assert idle["energy_j"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_run_calibration_on_a_saved_pool_with_the_estimate(

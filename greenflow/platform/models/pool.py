@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from greenflow.errors import ConfigError
+from greenflow.errors import ConfigError, UnknownModelError
 from greenflow.platform.chains import ChainSpace
 from greenflow.platform.data.schema import CanonicalDataset
 from greenflow.platform.models.base import CascadeModel
@@ -68,6 +68,7 @@ from greenflow.platform.models.training import (
     train_model,
 )
 from greenflow.platform.models.youtube_dnn import YoutubeDNN, YoutubeDNNConfig
+from greenflow.platform.registry import Registry
 from greenflow.platform.run_dir import RunDir
 
 
@@ -77,13 +78,13 @@ class ModelKind:
     config_cls: type[Any]
 
 
-# Explicit typed mapping from pool names to model classes (no class lookup by string).
-MODEL_KINDS: dict[str, ModelKind] = {
-    "dssm": ModelKind(DSSM, DSSMConfig),
-    "youtube_dnn": ModelKind(YoutubeDNN, YoutubeDNNConfig),
-    "din": ModelKind(DIN, DINConfig),
-    "dien": ModelKind(DIEN, DIENConfig),
-}
+# Explicit typed registry from pool names to model classes (no class lookup by string): a
+# new model is its own module plus one line here.
+MODEL_KINDS: Registry[ModelKind] = Registry("model", error=UnknownModelError)
+MODEL_KINDS.register("dssm", ModelKind(DSSM, DSSMConfig))
+MODEL_KINDS.register("youtube_dnn", ModelKind(YoutubeDNN, YoutubeDNNConfig))
+MODEL_KINDS.register("din", ModelKind(DIN, DINConfig))
+MODEL_KINDS.register("dien", ModelKind(DIEN, DIENConfig))
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class PoolConfig:
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODEL_KINDS]
         if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {sorted(MODEL_KINDS)}")
+            raise ValueError(f"unknown model(s) {unknown}; known: {sorted(MODEL_KINDS.names())}")
 
 
 @dataclass
@@ -144,7 +145,7 @@ class ModelPool:
 
 def build_model(name: str, features: FeatureSet, items_table: torch.Tensor) -> CascadeModel:
     """A fresh model of kind ``name`` with the item feature table installed."""
-    kind = MODEL_KINDS[name]
+    kind = MODEL_KINDS.get(name)
     model = kind.model_cls(features, kind.config_cls())
     model.item_emb.item_feats.copy_(items_table)
     return model
@@ -163,7 +164,7 @@ def untrained_pool(
     dataset: str,
     features: FeatureSet,
     items_table: torch.Tensor,
-    names: tuple[str, ...] = tuple(MODEL_KINDS),
+    names: tuple[str, ...] = MODEL_KINDS.names(),
     seed: int = 0,
 ) -> ModelPool:
     """Freshly initialised models with measured FLOPs (validation AUC recorded as 0.5).
@@ -369,7 +370,7 @@ def load_pool(run_dir: RunDir) -> ModelPool:
     entries = {}
     for row in doc["models"]:
         state = run_dir.read_weights(row["weights"], row["sha256"])
-        kind = MODEL_KINDS[row["name"]]
+        kind = MODEL_KINDS.get(row["name"])
         config = kind.config_cls(**{
             k: tuple(v) if isinstance(v, list) else v for k, v in row["config"].items()
         })  # fmt: skip
