@@ -26,6 +26,7 @@ No Ray here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
@@ -93,7 +93,7 @@ class Location:
 
     def __init__(self, location: str | os.PathLike[str]) -> None:
         text = os.fspath(location)
-        self.uri = text  # as given: what messages and saved configs show
+        self.uri = text  # as given (``show()`` is what messages and saved configs print)
         self.portable: str  # an absolute path or the URI: what another process reopens
         if _has_scheme(text):
             self.portable = text
@@ -108,7 +108,11 @@ class Location:
         return type(self), (self.portable,)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.portable == self.portable  # type: ignore[attr-defined]
+        return (
+            isinstance(other, Location)
+            and type(other) is type(self)
+            and (other.portable == self.portable)
+        )
 
     def __hash__(self) -> int:
         return hash((type(self), self.portable))
@@ -176,9 +180,6 @@ class Location:
         if self.exists(rel):
             self.fs.delete_dir(self.path(rel))
 
-    def move(self, src: str, dst: str) -> None:
-        self.fs.move(self.path(src), self.path(dst))
-
     def read_bytes(self, rel: str) -> bytes:
         try:
             with self.fs.open_input_stream(self.path(rel)) as f:
@@ -221,16 +222,9 @@ class Location:
             raise FileNotFoundError(f"{self.show(rel)}: not found")
         return pq.read_table(self.path(rel), columns=columns, filters=filters, filesystem=self.fs)
 
-    def dataset(self, rel: str) -> pads.Dataset:
-        """A Parquet dataset directory for scanning (``.to_table(columns=…)``)."""
-        return pads.dataset(self.path(rel), format="parquet", filesystem=self.fs)
-
     def write_parquet(self, rel: str, table: pa.Table) -> None:
         self.makedirs(posixpath.dirname(rel))
         pq.write_table(table, self.path(rel), filesystem=self.fs)
-
-    def sha256(self, rel: str) -> str:
-        return hashlib.sha256(self.read_bytes(rel)).hexdigest()
 
     def write_weights(self, rel: str, state: dict[str, torch.Tensor]) -> str:
         """Save a state dict to ``rel``; returns the sha256 of the bytes written."""
@@ -263,9 +257,9 @@ class RunDir(Location):
         """``where`` as a RunDir (a RunDir is returned as is)."""
         return where if isinstance(where, RunDir) else cls(where)
 
-    @property
+    @functools.cached_property
     def data(self) -> Location:
-        """The prepared dataset (``data/``)."""
+        """The prepared dataset (``data/``), opened once."""
         return self.child(DATA_DIR)
 
     # -- model pool ------------------------------------------------------------------------
@@ -299,9 +293,11 @@ class RunDir(Location):
         """Where a simulation job writes its samples (a path on ``self.fs``): on local disk a
         fresh hidden directory beside ``samples/`` that ``publish_samples`` swaps in, so an
         interrupted job leaves the old samples whole; in object storage, which cannot
-        rename a directory, ``samples/`` itself, emptied first (``simulation.json``,
-        written last, is what says the samples are complete)."""
+        rename a directory, ``samples/`` itself, emptied first, and the old
+        ``simulation.json`` removed (the new one, written last, says they are complete)."""
         if not self.is_local:
+            if self.is_file(SIMULATION):
+                self.fs.delete_file(self.path(SIMULATION))
             self.remove_dir(SAMPLES_DIR)
             return self.path(SAMPLES_DIR)
         return self.path(f".{SAMPLES_DIR}.tmp-{uuid.uuid4().hex[:8]}")
