@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from greenflow.platform.evaluation import sweep
 from greenflow.platform.reward.model import VARIANTS
 from greenflow.platform.reward.run import fit_reward_model, load_training_data
 from greenflow.platform.reward.training import RewardTrainConfig, predict
+from greenflow.platform.run_dir import RunDir
 from greenflow.simulators.evaluate import load_inputs
 
 FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -46,7 +46,7 @@ FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
+    parser.add_argument("--run-dir", type=RunDir, default=RunDir("runs/movielens-100k"))
     args = parser.parse_args()
     inputs = load_inputs(args.run_dir)
     q = inputs.q

@@ -19,7 +19,6 @@ rewards do).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,18 +34,19 @@ from greenflow.platform.models.item_stats import click_sequences, cosine_neighbo
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.models.reference_rankers import ItemKNNRanker, PopularityRanker
 from greenflow.platform.reward.data import load_simulated_chains
+from greenflow.platform.run_dir import RunDir
 
 HORIZONS = ("all", "next:1", "next:5", "next:10", "window:86400")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
+    parser.add_argument("--run-dir", type=RunDir, default=RunDir("runs/movielens-100k"))
     parser.add_argument("--split", default="validation")
     parser.add_argument("--horizons", default=",".join(HORIZONS))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    data_dir = args.run_dir / "data"
+    data_dir = args.run_dir.data
     dataset = load_dataset(data_dir)
     requests = load_requests(data_dir, args.split).sort_values("request_id")
     pool = load_pool(args.run_dir)

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,6 +44,7 @@ from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import EPOCH_S, ServingSettings, replay_serving
 from greenflow.platform.reward.store import predict_rewards
+from greenflow.platform.run_dir import BENCH_ONLINE_REPLAY, RunDir
 from greenflow.platform.serving import load_serving_assets
 from greenflow.platform.traffic import TrafficProfile, request_order
 from greenflow.simulators.evaluate import load_inputs
@@ -108,7 +107,7 @@ def run_variant(name: str, settings: ServingSettings, Q: np.ndarray, R: np.ndarr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
+    parser.add_argument("--run-dir", type=RunDir, default=RunDir("runs/movielens-100k"))
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--base-rate", type=float, default=10.0)
     parser.add_argument("--window-s", type=float, default=2.0)
@@ -124,8 +123,7 @@ def main() -> None:
     rows = request_order(len(Q), len(arrivals), args.seed)
     per_request = 0.5 * float(q.max())
     budget = ComputeBudget("flops", per_request * args.base_rate)
-    tuned_path = args.run_dir / "tune" / "step_size_best.json"
-    tuned = json.loads(tuned_path.read_text()) if tuned_path.is_file() else {}
+    tuned = args.run_dir.read_step_size_tuned() or {}
     Q_train = predict_rewards(args.run_dir, "full", "reward")
     fit = DualPriceController().fit(Q_train, q, per_request * len(Q_train)).price()
     results = {}
@@ -154,9 +152,8 @@ def main() -> None:
               f"{r['over_budget_windows_pct']:>9.1f}%{r['utilisation_pct']:>8.2f}"
               f"{r['over_utilisation_pct']:>7.2f}{r['max_utilisation']:>10.3f}"
               f"{r['guard_requests']:>9d}{r['after_spike_utilisation_pct'] or 0:>17.1f}")  # fmt: skip
-    out = args.run_dir / "bench_online_replay.json"
-    out.write_text(json.dumps(results, indent=2))
-    print(f"-> {out}")
+    args.run_dir.write_bench_online_replay(results)
+    print(f"-> {args.run_dir.show(BENCH_ONLINE_REPLAY)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import statistics
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from greenflow.platform.data.store import load_requests
+from greenflow.platform.run_dir import BENCH_SERVING, RunDir
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 
 CLIENT_LEVELS = (1, 4, 16)
@@ -170,7 +170,7 @@ def closed_loop(url: str, bodies: list[dict[str, Any]], clients: int, seconds: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
+    parser.add_argument("--run-dir", type=RunDir, default=RunDir("runs/movielens-100k"))
     parser.add_argument("--requests", type=int, default=300, help="sequential requests (a)")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop clients (c)")
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop time (c)")
@@ -178,18 +178,18 @@ def main() -> None:
     parser.add_argument("--sweep-seconds", type=float, default=10.0,
                         help="seconds per client level of the floor/app sweep (d)")  # fmt: skip
     args = parser.parse_args()
-    run_dir = args.run_dir.resolve()
+    run_dir = args.run_dir
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    sim = json.loads((run_dir / "simulation.json").read_text())
+    sim = run_dir.read_simulation()
     q = np.array([c["flops"] for c in sim["chains"]])
     # Big budget for (a): the guard never acts, so latency is the allocator's and the stages'.
     roomy = {"budget_flops_per_s": float(q.max()) * 1000.0, "window_s": 2.0}
-    frame = load_requests(run_dir / "data", "eval").head(args.requests)
+    frame = load_requests(run_dir.data, "eval").head(args.requests)
     bodies = [{"user_id": int(r.user_id), "history": [int(i) for i in r.history]}
               for r in frame.itertuples()]  # fmt: skip
     results: dict[str, Any] = {}
     for name, policy in (("greenflow", "greenflow"), ("fixed", f"fixed:{sim['chains'][-1]['id']}")):
-        app = AppArgs(run_dir=str(run_dir), policy=policy, **roomy)
+        app = AppArgs(run_dir=run_dir.portable, policy=policy, **roomy)
         url = deploy(app, port=args.port)
         try:
             for body in bodies[:20]:  # warm-up: first calls load code paths and caches
@@ -198,7 +198,7 @@ def main() -> None:
         finally:
             teardown(app.app_name)
     g, f = results["greenflow"], results["fixed"]
-    reward_doc = json.loads((run_dir / "reward_model.json").read_text())
+    reward_doc = run_dir.read_reward_summary()
     alloc_flops = float(reward_doc["overhead_flops_per_request"])
     table = {
         "allocation_ms": {"p50": pct(g["allocation"], 50), "p99": pct(g["allocation"], 99)},
@@ -216,7 +216,7 @@ def main() -> None:
     budget = {"budget_flops_per_s": 0.5 * float(q.max()) * 10.0, "window_s": 2.0}
     throughput = {}
     for policy in ("greenflow", "equal"):
-        app = AppArgs(run_dir=str(run_dir), policy=policy, **budget)
+        app = AppArgs(run_dir=run_dir.portable, policy=policy, **budget)
         url = deploy(app, port=args.port)
         try:
             throughput[policy] = closed_loop(url, bodies, args.clients, args.seconds)
@@ -232,7 +232,7 @@ def main() -> None:
         table["floor"], _ = sweep(floor_url, bodies, args.sweep_seconds)
     finally:
         serve.delete("floor")
-    app = AppArgs(run_dir=str(run_dir), policy="greenflow", **roomy)
+    app = AppArgs(run_dir=run_dir.portable, policy="greenflow", **roomy)
     url = deploy(app, port=args.port)
     try:
         for body in bodies[:20]:
@@ -271,9 +271,8 @@ def main() -> None:
           + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(br["stage_call"],
                                                                   br["stage_model"], strict=True))
           + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
-    out = run_dir / "bench_serving.json"
-    out.write_text(json.dumps(table, indent=2))
-    print(f"-> {out}")
+    run_dir.write_bench_serving(table)
+    print(f"-> {run_dir.show(BENCH_SERVING)}")
     ray.shutdown()
 
 

@@ -44,11 +44,12 @@ from greenflow.platform.models.features import (
     user_feature_table,
 )
 from greenflow.platform.models.pool import load_pool, save_pool, untrained_pool
+from greenflow.platform.run_dir import RunDir
 from greenflow.platform.simulation import AllChainSimulator
 from greenflow.simulators.simulate import SimulateConfig, run_simulation
 
 
-def bench_reference_vs_fast(run_dir: Path, n_fast: int, n_ref: int) -> dict[str, float]:
+def bench_reference_vs_fast(run_dir: RunDir, n_fast: int, n_ref: int) -> dict[str, float]:
     config = default_config("movielens-100k", run_dir)
     torch.set_num_threads(1)  # one core each, so the ratio compares algorithms
     pool = load_pool(run_dir)
@@ -82,7 +83,7 @@ def bench_reference_vs_fast(run_dir: Path, n_fast: int, n_ref: int) -> dict[str,
             "identical": identical}  # fmt: skip
 
 
-def bench_actors(run_dir: Path) -> dict[str, float]:
+def bench_actors(run_dir: RunDir) -> dict[str, float]:
     config = default_config("movielens-100k", run_dir)
     rates = {}
     for actors in (1, 2):
@@ -130,7 +131,7 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
         requests_per_user=6, fractions=SplitFractions(0.0, 0.0, 1.0, 0.0)
     )
     synth = config_for_requests(requests, 6, items=300)
-    meta = prepare("synthetic", run_dir / "data", workdir, request_config, (), synth)
+    meta = prepare("synthetic", RunDir(run_dir).data, workdir, request_config, (), synth)
     space = ChainSpace((StageSpace("recall", ("dssm",), (50, 100)),
                         StageSpace("prerank", ("youtube_dnn",), (10, 20)),
                         StageSpace("rank", ("din",), (10,))), exposed_k=10)  # fmt: skip
@@ -138,7 +139,8 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
                                  chains=space)  # fmt: skip
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items, ("dssm", "youtube_dnn", "din")), run_dir)
+    save_pool(untrained_pool("synthetic", features, items, ("dssm", "youtube_dnn", "din")),
+              config.run_dir)  # fmt: skip
     with PeakRss() as rss:
         doc = run_simulation(config, SimulateConfig(actors=2, batch_size=256, splits=("reward",)),
                              log=lambda _: None)  # fmt: skip
@@ -150,7 +152,7 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/movielens-100k"))
+    parser.add_argument("--run-dir", type=RunDir, default=RunDir("runs/movielens-100k"))
     parser.add_argument("--fast-requests", type=int, default=256)
     parser.add_argument("--reference-requests", type=int, default=16)
     parser.add_argument("--scale", action="store_true", help="also run (c)")

@@ -38,6 +38,7 @@ from greenflow.platform.models.pool import PoolConfig
 from greenflow.platform.models.training import CascadeTrainConfig
 from greenflow.platform.reward.model import RewardModelConfig
 from greenflow.platform.reward.training import RewardTrainConfig
+from greenflow.platform.run_dir import Location, RunDir
 
 # Synthetic runs reach hundreds of thousands of events: the cascade trains on a seeded
 # sample, which is what keeps `make bench-synthetic` (100k requests) under 30 minutes on 2
@@ -59,7 +60,7 @@ class Config:
     """Everything a pipeline run needs; one per run directory."""
 
     dataset: str = "movielens-100k"
-    run_dir: Path = Path("runs/movielens-100k")
+    run_dir: RunDir = field(default_factory=lambda: RunDir("runs/movielens-100k"))
     cache_dir: Path = field(default_factory=default_cache_dir)
     requests: RequestConfig = field(default_factory=RequestConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
@@ -72,25 +73,31 @@ class Config:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
+        # a local path or URI given for the run directory is opened here, once
+        object.__setattr__(self, "run_dir", RunDir.of(self.run_dir))
         DATA_SOURCES.get(self.dataset)  # a ConfigError naming the registered sources
 
     @property
-    def data_dir(self) -> Path:
-        return self.run_dir / "data"
+    def data_dir(self) -> Location:
+        return self.run_dir.data
 
 
-def default_config(dataset: str = "movielens-100k", run_dir: Path | None = None) -> Config:
+def default_config(
+    dataset: str = "movielens-100k", run_dir: RunDir | str | Path | None = None
+) -> Config:
     """The defaults for a dataset: its registered request-log defaults (ML-100k gets a
     larger evaluation share), its pool defaults."""
     return Config(
         dataset=dataset,
-        run_dir=run_dir or Path("runs") / dataset,
+        run_dir=RunDir.of(run_dir if run_dir is not None else Path("runs") / dataset),
         requests=DATA_SOURCES.get(dataset).requests,
         pool=_POOL_DEFAULTS.get(dataset, PoolConfig()),
     )
 
 
-def load_config(path: Path | None, dataset: str, run_dir: Path | None = None) -> Config:
+def load_config(
+    path: Path | None, dataset: str, run_dir: RunDir | str | Path | None = None
+) -> Config:
     """Defaults for ``dataset``, overridden by the YAML file at ``path`` if given."""
     base = default_config(dataset, run_dir)
     if path is None:
@@ -180,6 +187,6 @@ def config_to_dict(config: Any) -> Any:
         return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
     if isinstance(config, tuple | list):
         return [config_to_dict(v) for v in config]
-    if isinstance(config, Path):
+    if isinstance(config, Path | Location):
         return str(config)
     return config

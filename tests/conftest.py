@@ -86,7 +86,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items), run_dir)
+    save_pool(untrained_pool("synthetic", features, items), config.run_dir)
     return config
 
 
@@ -109,17 +109,17 @@ def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Co
     run_dir = tmp_path_factory.mktemp("reward") / "run"
     run_dir.mkdir()
     for name in ("data", "models"):
-        shutil.copytree(tiny_run.run_dir / name, run_dir / name)
-    shutil.copy(tiny_run.run_dir / "model_pool.json", run_dir / "model_pool.json")
+        shutil.copytree(tiny_run.run_dir.local_path / name, run_dir / name)
+    shutil.copy(tiny_run.run_dir.local_path / "model_pool.json", run_dir / "model_pool.json")
     config = dataclasses.replace(tiny_run, run_dir=run_dir)
-    pool = load_pool(run_dir)
+    pool = load_pool(config.run_dir)
     chains = generate_chains(config.chains)
     sim = AllChainSimulator(
         {n: scoring_model(m) for n, m in pool.models.items()}, pool.flops, config.chains,
         chains, pool.features.num_items,
     )  # fmt: skip
     users = user_feature_table(load_dataset(config.data_dir).users, pool.features)
-    requests = pq.read_table(config.data_dir / "requests.parquet")
+    requests = pq.read_table(config.data_dir.local_path / "requests.parquet")
     requests = requests.filter(pa.compute.is_in(requests["split"], pa.array(["reward", "eval"])))
     samples = simulate_table(
         sim, users, pool.features.max_history, requests,
@@ -145,13 +145,14 @@ def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> C
     from greenflow.platform.reward import RewardModelConfig
     from greenflow.platform.reward.run import train_reward_variants
     from greenflow.platform.reward.training import RewardTrainConfig
+    from greenflow.platform.run_dir import RunDir
     from greenflow.simulators.pfec_jobs import run_calibration
 
     run_dir = tmp_path_factory.mktemp("serve") / "run"
-    shutil.copytree(reward_run.run_dir, run_dir)
-    train_reward_variants(run_dir, ["full"], RewardModelConfig(),
+    shutil.copytree(reward_run.run_dir.local_path, run_dir)
+    train_reward_variants(RunDir(run_dir), ["full"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
-    run_calibration(run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
+    run_calibration(RunDir(run_dir), CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
                     log=lambda _: None)  # fmt: skip
     return dataclasses.replace(reward_run, run_dir=run_dir)
 

@@ -9,6 +9,7 @@ import pytest
 
 from greenflow.cli import build_parser, main
 from greenflow.errors import ConfigError, InputError
+from greenflow.platform.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +94,7 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
 
     from greenflow.platform.models.pool import load_pool
 
-    pool = load_pool(run)
+    pool = load_pool(RunDir(run))
     assert set(pool.models) == {"dssm", "youtube_dnn", "din", "dien"}
     assert pool.entries["din"].head is not None and set(pool.baselines) == {
         "popularity",
@@ -104,7 +105,7 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
     assert graph is not None and int((graph.ids > 0).sum()) > 0
     (run / doc["models"][0]["weights"]).write_bytes(b"tampered")
     with pytest.raises(ValueError, match="sha256"):
-        load_pool(run)
+        load_pool(RunDir(run))
 
 
 @pytest.mark.parametrize(
@@ -172,7 +173,7 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
     ]  # fmt: skip
     steps = {name: (args, kwargs) for name, args, kwargs in calls}
     config = steps["data.prepare"][0][0]
-    assert config.run_dir == tmp_path and config.dataset == "movielens-100k"
+    assert config.run_dir == RunDir(tmp_path) and config.dataset == "movielens-100k"
     assert steps["data.prepare"][0][1:3] == ((), None)  # no --path, no synthetic generator
     assert steps["train.cascade"][0][0].pool.train.epochs == 1
     assert steps["simulate.run"][0][1] == SimulateConfig()  # `greenflow simulate`'s defaults

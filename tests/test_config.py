@@ -6,13 +6,14 @@ import pytest
 
 from greenflow.config import config_to_dict, default_config, load_config
 from greenflow.platform.chains import generate_chains
+from greenflow.platform.run_dir import RunDir
 
 
 def test_movielens_defaults_give_a_larger_evaluation_share() -> None:
     ml = default_config("movielens-100k")
     assert ml.requests.fractions.eval == pytest.approx(0.2)
     assert default_config("synthetic").requests.fractions.eval == pytest.approx(0.025)
-    assert ml.run_dir == Path("runs/movielens-100k")
+    assert ml.run_dir == RunDir("runs/movielens-100k")
 
 
 def test_yaml_overrides_nested_fields(tmp_path: Path) -> None:

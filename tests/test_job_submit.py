@@ -53,8 +53,8 @@ def test_greenflow_simulate_runs_under_ray_job_submit(tiny_run, tmp_path: Path) 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     for name in ("data", "models"):
-        shutil.copytree(tiny_run.run_dir / name, run_dir / name)
-    shutil.copy(tiny_run.run_dir / "model_pool.json", run_dir / "model_pool.json")
+        shutil.copytree(tiny_run.run_dir.local_path / name, run_dir / name)
+    shutil.copy(tiny_run.run_dir.local_path / "model_pool.json", run_dir / "model_pool.json")
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(yaml.safe_dump({"requests": config_to_dict(tiny_run.requests),
                                            "chains": config_to_dict(tiny_run.chains)}))  # fmt: skip

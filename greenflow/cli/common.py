@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from greenflow.config import Config, load_config
 from greenflow.errors import ConfigError, GreenflowError
 from greenflow.platform.data.sources import DATA_SOURCES
+from greenflow.platform.run_dir import RunDir
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -24,7 +25,11 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="data source (default: the embedded movielens-100k)",
     )
     parser.add_argument(
-        "--run-dir", type=Path, default=None, help="output directory (default: runs/<dataset>)"
+        "--run-dir",
+        type=RunDir,
+        default=None,
+        help="output directory: a local path or a filesystem URI such as s3://bucket/prefix "
+        "(default: runs/<dataset>)",
     )
     parser.add_argument("--config", type=Path, default=None,
                         help="YAML file overriding configuration defaults")  # fmt: skip

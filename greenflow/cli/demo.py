@@ -9,6 +9,7 @@ from pathlib import Path
 from greenflow.cli import common, data, evaluate, pfec, simulate, train
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.platform.run_dir import RunDir
 
 DEMO_LOADTEST_REPEATS = 3  # a live win must hold in every repeat, not one lucky run
 
@@ -24,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       "click model (`make bench-synthetic`)")  # fmt: skip
     demo.add_argument("--requests", type=int, default=100_000,
                       help="synthetic: requests to generate (default 100,000)")  # fmt: skip
-    demo.add_argument("--run-dir", type=Path, default=None, help="output directory")
+    demo.add_argument("--run-dir", type=RunDir, default=None,
+                      help="output directory: a local path or a filesystem URI")  # fmt: skip
     demo.add_argument("--config", type=Path, default=None, help="YAML configuration overrides")
     demo.add_argument("--epochs", type=int, default=None, help="override training epochs")
     demo.add_argument("--port", type=int, default=8000, help="Serve HTTP port for the load test")

@@ -8,6 +8,12 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.platform.run_dir import (
+    CHAIN_CURVE_PNG,
+    OFFLINE_CLICKS_PNG,
+    OFFLINE_DUAL_PRICE_PNG,
+    OFFLINE_EVAL,
+)
 
 if TYPE_CHECKING:
     from greenflow.simulators.evaluate import EvaluateConfig
@@ -34,8 +40,8 @@ def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> No
     log(format_summary(doc))
     log("")
     log(format_headline(doc))
-    log(f"-> {run_dir / 'offline_eval.json'}, {run_dir / 'offline_clicks.png'}, "
-        f"{run_dir / 'offline_dual_price.png'}, {run_dir / 'chain_curve.png'}")  # fmt: skip
+    names = (OFFLINE_EVAL, OFFLINE_CLICKS_PNG, OFFLINE_DUAL_PRICE_PNG, CHAIN_CURVE_PNG)
+    log("-> " + ", ".join(run_dir.show(name) for name in names))
 
 
 def _command(args: argparse.Namespace) -> None:

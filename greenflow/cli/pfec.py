@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.platform.run_dir import CALIBRATION
 
 if TYPE_CHECKING:
     from greenflow.platform.energy import EstimateConfig, PFECConfig
@@ -102,12 +103,12 @@ def calibrate(
 ) -> None:
     """Measure joules per FLOP of each pool model; print the table."""
     from greenflow.platform.energy.pool_calibration import format_calibration_table
-    from greenflow.simulators.pfec_jobs import CALIBRATION_FILE, run_calibration
+    from greenflow.simulators.pfec_jobs import run_calibration
 
     doc = run_calibration(config.run_dir, calibration, pfec, estimate=estimate, log=log)
     log(
         f"\nJ/FLOP on {doc['device']} ({doc['hardware']}, source {doc['source']}) "
-        f"-> {config.run_dir / CALIBRATION_FILE}"
+        f"-> {config.run_dir.show(CALIBRATION)}"
     )
     log(format_calibration_table(doc))
     log(

@@ -161,7 +161,7 @@ def _serve_command(args: argparse.Namespace) -> None:
 
     config = common.load(args)
     app_args = AppArgs.model_validate({
-        "run_dir": str(config.run_dir.resolve()), "policy": args.policy,
+        "run_dir": config.run_dir.portable, "policy": args.policy,
         "expected_rate_rps": args.expected_rate, **app_overrides(args),
     })  # fmt: skip
     serve(app_args, args.port, args.detach)

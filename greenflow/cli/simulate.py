@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.platform.run_dir import SIMULATION
 
 if TYPE_CHECKING:
     from greenflow.simulators.simulate import SimulateConfig
@@ -57,7 +58,9 @@ def run(config: Config, sim: SimulateConfig, log: Log = common.log) -> None:
     for bad in doc["malformed"][:20]:
         log(f"  malformed request {bad['request_id']}: {bad['error']}")
     if doc["malformed"]:
-        log(f"  {len(doc['malformed'])} malformed request(s) reported in simulation.json")
+        log(
+            f"  {len(doc['malformed'])} malformed request(s) reported in {config.run_dir.show(SIMULATION)}"
+        )
 
 
 def _command(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config, config_to_dict
+from greenflow.platform.run_dir import MODEL_POOL, REWARD_MODEL, REWARD_TUNED
 
 if TYPE_CHECKING:
     from greenflow.platform.reward import RewardModelConfig, RewardTrainConfig
@@ -64,11 +65,11 @@ def cascade(config: Config, log: Log = common.log) -> None:
     from greenflow.platform.models.pool import format_pool_table
     from greenflow.platform.models.run import train_and_save_pool
 
-    doc = train_and_save_pool(config.data_dir, config.run_dir, config.pool, config.chains, log,
+    doc = train_and_save_pool(config.run_dir, config.pool, config.chains, log,
                               extra={"config": config_to_dict(config)})  # fmt: skip
     log(f"\nmodel pool ({config.dataset}, validation AUC; hits and NDCG of each model ranking "
         f"the whole corpus for {doc['head_requests']} validation requests, horizon "
-        f"{doc['horizon']}; measured FLOPs) -> {config.run_dir / 'model_pool.json'}")  # fmt: skip
+        f"{doc['horizon']}; measured FLOPs) -> {config.run_dir.show(MODEL_POOL)}")  # fmt: skip
     log(format_pool_table(doc))
 
 
@@ -77,13 +78,13 @@ def reward_configs(
 ) -> tuple[RewardModelConfig, RewardTrainConfig, str | None]:
     """(model config, train config, tuned file or None): defaults and YAML, then the
     Tune result (when ``use_tuned`` and present), then ``epochs``."""
-    from greenflow.platform.reward.store import configs_from_params, read_tuned, tuned_path
+    from greenflow.platform.reward.store import configs_from_params, read_tuned
 
     model_cfg, train_cfg, tuned_from = config.reward_model, config.reward, None
     tuned = read_tuned(config.run_dir) if use_tuned else None
     if tuned is not None:
         model_cfg, train_cfg = configs_from_params(tuned["params"], model_cfg, train_cfg)
-        tuned_from = str(tuned_path(config.run_dir))
+        tuned_from = config.run_dir.show(REWARD_TUNED)
         log(f"using the tuned configuration from {tuned_from} (Tune val_loss "
             f"{tuned['val_loss']:.4f}; --no-tuned to ignore)")  # fmt: skip
     if epochs is not None:
@@ -116,7 +117,7 @@ def reward(
     )  # fmt: skip
     log(f"\nreward models ({config.dataset}, {doc['loss']} loss; validation = held-out users "
         f"of the reward split, eval = eval split, all chains) in "
-        f"{time.perf_counter() - t0:.0f} s -> {config.run_dir / 'reward_model.json'}")  # fmt: skip
+        f"{time.perf_counter() - t0:.0f} s -> {config.run_dir.show(REWARD_MODEL)}")  # fmt: skip
     log(format_ablation_table(doc))
     log(
         f"overhead: the full reward model scores all {doc['data']['chains']} chains in "

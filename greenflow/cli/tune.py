@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from greenflow.cli import common
 from greenflow.cli.common import Log
 from greenflow.config import Config
+from greenflow.platform.run_dir import REWARD_TUNED, STEP_SIZE_TUNED
 
 if TYPE_CHECKING:
     from greenflow.tune_configs.reward import RewardTuneConfig
@@ -69,7 +70,7 @@ def reward(config: Config, search: RewardTuneConfig, log: Log = common.log) -> N
     log(f"\n{format_best(doc)}")
     log(
         f"{len(doc['trials'])} trial(s) in {doc['wall_s']:.0f} s; best config -> "
-        f"{config.run_dir / 'tune' / 'reward_best.json'} (train-reward uses it; --no-tuned ignores it)"
+        f"{config.run_dir.show(REWARD_TUNED)} (train-reward uses it; --no-tuned ignores it)"
     )
 
 
@@ -77,13 +78,13 @@ def step_size(
     config: Config, search: StepSizeTuneConfig, problem: StepSizeProblem, log: Log = common.log
 ) -> None:
     """Search Algorithm 1's step size, window and smoothing; print the best trial."""
-    from greenflow.tune_configs.step_size import format_best, run_step_size_tune, step_size_path
+    from greenflow.tune_configs.step_size import format_best, run_step_size_tune
 
     doc = run_step_size_tune(config.run_dir, search, problem, log)
     log(f"\n{format_best(doc)}")
     log(
         f"{len(doc['trials'])} trial(s) in {doc['wall_s']:.0f} s; best config -> "
-        f"{step_size_path(config.run_dir)}"
+        f"{config.run_dir.show(STEP_SIZE_TUNED)}"
     )
 
 

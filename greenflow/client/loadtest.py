@@ -11,41 +11,37 @@ paper's Figure 5 analogue) and ``table.py`` prints the online analogue of Table 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from greenflow.client.config import LoadtestConfig, Log
 from greenflow.client.http import run_loadtest
 from greenflow.client.plot import plot_loadtest
+from greenflow.platform.run_dir import LOADTEST, RunDir
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from greenflow.platform.energy.carbon import PFECConfig
 
-LOADTEST_FILE = "loadtest.json"
-LOADTEST_PLOT = "loadtest.png"
 
-
-def load_replay_requests(run_dir: Path) -> pd.DataFrame:
+def load_replay_requests(run_dir: RunDir) -> pd.DataFrame:
     """The evaluation split of ``<run_dir>/data``'s request log, the rows a load test sends."""
     from greenflow.platform.data.store import load_requests
 
-    return load_requests(Path(run_dir) / "data", "eval")
+    return load_requests(run_dir.data, "eval")
 
 
 def write_loadtest(
-    run_dir: Path,
+    run_dir: RunDir,
     docs: Mapping[str, Mapping[str, Any]],
     horizon: str,
     repeats: Mapping[str, Any] | None = None,
-) -> tuple[Path, Path]:
+) -> tuple[str, str]:
     """Write ``loadtest.json`` (the greenflow doc — else the first — at top level, plus
     ``"policies"``: every doc, with several policies ``"pfec"``: policy → record, the
     ground-truth ``horizon`` the clicks counted, and ``"repeats"``: the summary of repeated
-    runs when given) atomically, and ``loadtest.png``; returns both paths."""
+    runs when given) atomically, and ``loadtest.png``; returns where both went."""
     if not docs:
         raise ValueError("no load-test documents to write")
     main = docs.get("greenflow") or next(iter(docs.values()))
@@ -55,18 +51,13 @@ def write_loadtest(
         out["repeats"] = dict(repeats)
     if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
         out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOADTEST_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)  # readers never see half a file
-    return path, plot_loadtest(docs, run_dir / LOADTEST_PLOT)
+    run_dir.write_loadtest(out)
+    return run_dir.show(LOADTEST), plot_loadtest(docs, run_dir)
 
 
 def replay_running_app(
-    config: LoadtestConfig, run_dir: Path, log: Log = print, pfec: PFECConfig | None = None
-) -> tuple[dict[str, Any], tuple[Path, Path]]:
+    config: LoadtestConfig, run_dir: RunDir, log: Log = print, pfec: PFECConfig | None = None
+) -> tuple[dict[str, Any], tuple[str, str]]:
     """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
     app already serving at ``config.url``, write loadtest.json/.png with its document
     (the dataset's ground-truth horizon beside it); returns the document and both paths.
@@ -81,14 +72,12 @@ def replay_running_app(
 
     read_calibration(run_dir)  # fail now rather than after the whole replay
     doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
-    doc["pfec"] = online_pfec(doc, Path(run_dir), pfec or PFECConfig())
-    horizon = read_horizon(Path(run_dir) / "data")
+    doc["pfec"] = online_pfec(doc, run_dir, pfec or PFECConfig())
+    horizon = read_horizon(run_dir.data)
     return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
 
 
 __all__ = [
-    "LOADTEST_FILE",
-    "LOADTEST_PLOT",
     "load_replay_requests",
     "replay_running_app",
     "write_loadtest",

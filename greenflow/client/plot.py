@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from greenflow.platform.run_dir import LOADTEST_PNG, RunDir
 from greenflow.platform.traffic import TrafficProfile
 
 
-def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
+def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], run_dir: RunDir) -> str:
     """The paper's Figure 5 analogue: spend per window against the budget, λ, and the
-    request rate, over time, the spike shaded. Writes a PNG to ``path``."""
+    request rate, over time, the spike shaded. Writes ``loadtest.png``; returns where."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,11 +56,9 @@ def plot_loadtest(docs: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    where = run_dir.write_figure(LOADTEST_PNG, fig)
     plt.close(fig)
-    return path
+    return where
 
 
 def _steps(

@@ -12,24 +12,21 @@ training reward per chain (EQUAL's choice) and the measured joules per FLOP (PFE
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from greenflow.platform.allocation.serving_policies import FixedChoice, serving_chain
 from greenflow.platform.chains import Chain, ChainSpace
 from greenflow.platform.data.store import load_dataset
-from greenflow.platform.evaluation import mean_reward_per_chain
 from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
+from greenflow.platform.reward.data import load_train_mean
 from greenflow.platform.reward.store import LoadedRewardModel, load_reward_model
+from greenflow.platform.run_dir import RunDir
 
-CALIBRATION_FILE = "pfec_calibration.json"
 MAX_HISTORY_IDS = 10_000  # a longer history in one request is refused, not truncated
 
 
@@ -125,12 +122,11 @@ class ServingAssets:
         return ResolvedRequest(user_id, feats, history, int(activity), k)
 
 
-def load_serving_assets(run_dir: Path, variant: str = "full") -> ServingAssets:
+def load_serving_assets(run_dir: RunDir, variant: str = "full") -> ServingAssets:
     """Everything an allocator replica serves from; clear errors for missing steps."""
-    run_dir = Path(run_dir)
     reward = load_reward_model(run_dir, variant)
     features = reward.features
-    data = load_dataset(run_dir / "data")
+    data = load_dataset(run_dir.data)
     users = user_feature_table(data.users, features)
     inter = data.interactions.sort_values(["user_id", "ts", "item_id"], kind="stable")
     clicked = inter[inter["label"] == 1]
@@ -138,20 +134,9 @@ def load_serving_assets(run_dir: Path, variant: str = "full") -> ServingAssets:
     for u in inter["user_id"].unique():
         histories.setdefault(int(u), [])
     activity = {int(u): int(n) for u, n in inter.groupby("user_id").size().items()}
-    samples = pq.read_table(
-        run_dir / "samples", columns=["split", "chain_idx", "reward", "error"]
-    ).to_pandas()
-    train = samples[(samples["split"] == "reward") & samples["error"].isna()]
-    num_chains = len(reward.chains.chains)
-    train_mean = mean_reward_per_chain(
-        [np.asarray(x) for x in train["chain_idx"]],
-        [np.asarray(x) for x in train["reward"]],
-        num_chains,
-    )
-    calib_path = run_dir / CALIBRATION_FILE
-    calib: dict[str, Any] = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
-    summary_path = run_dir / "reward_model.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    train_mean = load_train_mean(run_dir, len(reward.chains.chains))
+    calib: dict[str, Any] = run_dir.read_calibration() or {}
+    summary = run_dir.read_reward_summary()
     return ServingAssets(
         space=reward.chains.space,
         chains=reward.chains.chains,

@@ -44,6 +44,7 @@ from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
 from greenflow.platform.chains import Chain
+from greenflow.platform.run_dir import RunDir
 from greenflow.platform.serving import (
     MAX_HISTORY_IDS,
     RequestError,
@@ -144,7 +145,7 @@ class Allocator:
         torch.set_num_threads(1)
         self.config = config
         self.stages = stages
-        self.assets = load_serving_assets(config.run_dir, config.reward_variant)
+        self.assets = load_serving_assets(RunDir(config.run_dir), config.reward_variant)
         self.scorer = RewardScorer(self.assets.reward)
         per_request = config.budget.flops_per_s(time.time()) / config.expected_rate_rps
         self.fixed = self.assets.policy_chain(config.policy, per_request)

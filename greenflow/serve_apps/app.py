@@ -17,7 +17,6 @@ import json
 import time
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,11 +28,11 @@ from ray.serve.context import _get_global_client
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
 from greenflow.platform.reward.data import load_simulated_chains
+from greenflow.platform.run_dir import RunDir, is_portable
 from greenflow.serve_apps.allocator import Allocator, AllocatorConfig
 from greenflow.serve_apps.driver import DriverConfig, kill_driver
 from greenflow.serve_apps.stage_model import StageModel
 
-STEP_SIZE_FILE = Path("tune") / "step_size_best.json"
 DEFAULT_WINDOW_S = 2.0
 
 
@@ -42,7 +41,10 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_dir: str = Field(description="absolute run directory with a trained pool and reward model")
+    run_dir: str = Field(
+        description="run directory with a trained pool and reward model: an absolute path or "
+        "a filesystem URI (s3://bucket/prefix)"
+    )
     app_name: str = Field("greenflow", pattern=r"^[A-Za-z0-9_-]+$")
     policy: str = Field("greenflow", description="greenflow | equal | fixed:<chain id>")
     # Budget: at most one of the three; none = budget_fraction of everyone-full at the rate.
@@ -87,16 +89,16 @@ class AppArgs(BaseModel):
             bad = {k: v for k, v in getattr(self, name).items() if not (v > 0 and k)}
             if bad:
                 raise ValueError(f"{name}: amounts must be > 0 and names non-empty, got {bad}")
-        if not Path(self.run_dir).is_absolute():
+        if not is_portable(self.run_dir):
             raise ValueError(
-                f"run_dir must be absolute (replicas may run elsewhere): {self.run_dir}"
+                f"run_dir must be absolute or a URI (replicas may run elsewhere): {self.run_dir}"
             )
         return self
 
 
-def _joules_per_flop(run_dir: Path) -> float | None:
-    path = run_dir / "pfec_calibration.json"
-    return float(json.loads(path.read_text())["joules_per_flop"]) if path.is_file() else None
+def _joules_per_flop(run_dir: RunDir) -> float | None:
+    calibration = run_dir.read_calibration()
+    return None if calibration is None else float(calibration["joules_per_flop"])
 
 
 def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
@@ -107,7 +109,7 @@ def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
         else CarbonSchedule.from_csv(args.carbon_schedule_csv)
     )
     pfec = PFECConfig(args.pue, args.carbon_intensity_g_per_kwh, schedule)
-    jpf = _joules_per_flop(Path(args.run_dir))
+    jpf = _joules_per_flop(RunDir(args.run_dir))
     if args.budget_power_w is not None:
         return ComputeBudget("power", args.budget_power_w, jpf, pfec)
     if args.budget_carbon_g_per_h is not None:
@@ -118,13 +120,12 @@ def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
     return ComputeBudget("flops", value, jpf, pfec)
 
 
-def tuned_step(run_dir: Path) -> dict[str, Any]:
+def tuned_step(run_dir: RunDir) -> dict[str, Any]:
     """``method``, ``step_size_rel``, ``window_s`` and ``smoothing`` of ``greenflow tune
     step-size`` (what it tuned on the serving core is what is served)."""
-    path = run_dir / STEP_SIZE_FILE
-    if not path.is_file():
+    doc = run_dir.read_step_size_tuned()
+    if doc is None:
         return {}
-    doc = json.loads(path.read_text())
     tuned: dict[str, Any] = {
         k: float(doc[k]) for k in ("step_size_rel", "window_s", "smoothing") if k in doc
     }
@@ -137,13 +138,13 @@ def build_app(args: AppArgs | dict) -> Application:
     """Compose the app: stage deployments → allocator ingress (+ its driver actor)."""
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args)
-    run_dir = Path(args.run_dir)
+    run_dir = RunDir(args.run_dir)
     chains = load_simulated_chains(run_dir)
     budget = resolve_budget(args, chains.flops)
     tuned = tuned_step(run_dir)
     window_s = args.window_s or tuned.get("window_s", DEFAULT_WINDOW_S)
     driver = DriverConfig(
-        run_dir=str(run_dir), app_name=args.app_name, deployment_id=uuid.uuid4().hex,
+        run_dir=run_dir.portable, app_name=args.app_name, deployment_id=uuid.uuid4().hex,
         budget=budget, window_s=window_s, expected_rate_rps=args.expected_rate_rps,
         step_size_rel=tuned.get("step_size_rel", 1.0),
         method=args.step_method or tuned.get("method", "exact"),
@@ -151,7 +152,7 @@ def build_app(args: AppArgs | dict) -> Application:
         resources=dict(args.driver_resources),
     )  # fmt: skip
     config = AllocatorConfig(
-        app_name=args.app_name, run_dir=str(run_dir), policy=args.policy, budget=budget,
+        app_name=args.app_name, run_dir=run_dir.portable, policy=args.policy, budget=budget,
         window_s=window_s, expected_rate_rps=args.expected_rate_rps,
         guard_tolerance=args.guard_tolerance, share=1.0 / args.allocator_replicas,
         stage_timeout_s=args.stage_timeout_s, reward_variant=args.reward_variant, driver=driver,
@@ -169,7 +170,7 @@ def build_app(args: AppArgs | dict) -> Application:
                     "num_gpus": gpus,
                     "resources": dict(args.stage_resources),
                 },
-            ).bind(str(run_dir), model, args.app_name)
+            ).bind(run_dir.portable, model, args.app_name)
     return Allocator.options(
         num_replicas=args.allocator_replicas,
         ray_actor_options={

@@ -13,7 +13,6 @@ exact solve), the step size the tuned multiple of it (``tune/step_size_best.json
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,7 +20,6 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -34,13 +32,13 @@ from greenflow.platform.allocation.nearline import NearlineDriver, nearline_cont
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.platform.reward.store import predict_rewards
+from greenflow.platform.run_dir import RunDir
 from greenflow.ray_support.metrics import DUAL_PRICE, WINDOW_BUDGET_FLOPS, WINDOW_SPEND_FLOPS
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "greenflow"
 DRIVER_NUM_CPUS = 0.05
-CHECKPOINT_FILE = "dual_price.json"
 
 
 def driver_name(app_name: str) -> str:
@@ -67,13 +65,14 @@ class DriverConfig:
     # node, on any node that offers them, so give more than one node these resources
     resources: dict[str, float] = field(default_factory=dict)
 
-    def checkpoint_path(self) -> Path:
-        return Path(self.run_dir) / "serve" / self.app_name / CHECKPOINT_FILE
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 def warm_start_price(config: DriverConfig, q: np.ndarray) -> float:
     """λ* (clicks/FLOP) of the reward split at the budget per expected request."""
-    Q = predict_rewards(Path(config.run_dir), config.reward_variant, "reward")
+    Q = predict_rewards(config.run, config.reward_variant, "reward")
     per_request = config.budget.flops_per_s(time.time()) / config.expected_rate_rps
     if per_request >= q.max():
         return 0.0  # the budget buys everyone the full chain: no price on computation
@@ -86,15 +85,14 @@ class DualPriceDriver:
 
     def __init__(self, config: DriverConfig) -> None:
         self.config = config
-        chains = load_simulated_chains(Path(config.run_dir))
+        chains = load_simulated_chains(config.run)
         self.q = chains.flops
         self._lock = threading.Lock()
         self.restored = False
         # A new id per process: replicas that see it change re-send what the dead process
         # held but had not checkpointed (reports are idempotent by id).
         self.incarnation = uuid.uuid4().hex
-        path = config.checkpoint_path()
-        doc = json.loads(path.read_text()) if path.is_file() else None
+        doc = config.run.read_dual_price(config.app_name)
         if doc is not None and doc.get("deployment_id") == config.deployment_id:
             price = float(doc["dual_price"])
             fit_price = float(doc.get("fit_price", price))
@@ -162,11 +160,8 @@ class DualPriceDriver:
         }
 
     def _write_checkpoint(self, doc: dict[str, Any]) -> None:
-        path = self.config.checkpoint_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(doc, allow_nan=True))
-        tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+        # atomic: a crash never leaves half a checkpoint
+        self.config.run.write_dual_price(self.config.app_name, doc)
 
     # -- actor methods -------------------------------------------------------------------
     def ready(self) -> dict[str, Any]:

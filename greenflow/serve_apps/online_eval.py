@@ -12,7 +12,6 @@ the carbon intensity; latency percentiles and the allocator's FLOPs overhead rid
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from greenflow.client.config import LoadtestConfig
@@ -24,6 +23,7 @@ from greenflow.platform.data.store import read_horizon
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.online import online_pfec
 from greenflow.platform.online_repeats import format_repeats, repeats_summary
+from greenflow.platform.run_dir import RunDir
 from greenflow.platform.traffic import TrafficProfile
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 
@@ -31,7 +31,7 @@ Log = Callable[[str], None]
 
 
 def run_online_comparison(
-    run_dir: Path,
+    run_dir: RunDir,
     policies: Sequence[str],
     profile: TrafficProfile,
     *,
@@ -54,7 +54,6 @@ def run_online_comparison(
     """
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
-    run_dir = Path(run_dir).resolve()
     pfec = pfec or PFECConfig()
     requests = load_replay_requests(run_dir)
     runs: list[dict[str, dict[str, Any]]] = []
@@ -63,7 +62,7 @@ def run_online_comparison(
         docs: dict[str, dict[str, Any]] = {}
         for policy in order:
             args = AppArgs.model_validate({
-                "run_dir": str(run_dir), "policy": policy,
+                "run_dir": run_dir.portable, "policy": policy,
                 "expected_rate_rps": profile.base_rate, **(app_overrides or {}),
             })  # fmt: skip
             log(f"-- {policy}{f' (repeat {r + 1}/{repeats})' if repeats > 1 else ''}: "
@@ -81,7 +80,7 @@ def run_online_comparison(
         runs.append({name: docs[name] for name in policies})
     docs = runs[-1]
     summary = repeats_summary(runs) if repeats > 1 else None
-    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(Path(run_dir) / "data"),
+    json_path, png_path = write_loadtest(run_dir, docs, read_horizon(run_dir.data),
                                          repeats=summary)  # fmt: skip
     log("\n" + format_loadtest_table(docs))
     if summary is not None:

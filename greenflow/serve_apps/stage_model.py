@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from pathlib import Path
 
 import torch
 from ray import serve
 
 from greenflow.platform.cascade import scoring_model
 from greenflow.platform.models.pool import load_pool
+from greenflow.platform.run_dir import RunDir
 from greenflow.platform.stage import StageRequest, StageResult, StageScorer
 from greenflow.ray_support.metrics import FlopsMetric
 
@@ -34,7 +34,7 @@ class StageModel:
         # One intra-op thread per replica: replicas, not threads, are the unit of scale,
         # and several multi-threaded replicas on a small node only thrash.
         torch.set_num_threads(1)
-        pool = load_pool(Path(run_dir))
+        pool = load_pool(RunDir(run_dir))
         if model not in pool.models:
             raise KeyError(f"model {model!r} is not in the pool {sorted(pool.models)}")
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -18,14 +18,11 @@ FLOPs × the calibrated joules per FLOP × PUE (× carbon intensity), and are la
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from greenflow.config import Config, config_to_dict
 from greenflow.errors import ConfigError, InputError
@@ -48,15 +45,20 @@ from greenflow.platform.evaluation import (
     chain_curve,
     evaluate_policies,
     flops_saving_at_equal_clicks,
-    mean_reward_per_chain,
     return_pct,
     sweep,
 )
 from greenflow.platform.models.pool import load_pool
+from greenflow.platform.reward.data import load_train_mean
 from greenflow.platform.reward.store import predict_rewards
+from greenflow.platform.run_dir import (
+    CALIBRATION,
+    CHAIN_CURVE_PNG,
+    OFFLINE_CLICKS_PNG,
+    OFFLINE_DUAL_PRICE_PNG,
+    RunDir,
+)
 
-EVAL_FILE = "offline_eval.json"
-CALIBRATION_FILE = "pfec_calibration.json"
 VARIANTS = ("full", "no-recursion", "no-basis", "plain")
 
 
@@ -93,15 +95,13 @@ class EvalInputs:
     expected: np.ndarray | None = None  # (N, J) E[R] from the known click model (synthetic)
 
 
-def load_inputs(run_dir: Path) -> EvalInputs:
-    sim_path = run_dir / "simulation.json"
-    if not sim_path.is_file():
-        raise FileNotFoundError(f"{sim_path}: run `greenflow simulate` first")
-    sim = json.loads(sim_path.read_text())
+def load_inputs(run_dir: RunDir) -> EvalInputs:
+    """The evaluation split's rewards, the chains' costs and every trained variant's Q̂."""
+    sim = run_dir.read_simulation()
     chains = [Chain.parse(c["id"]) for c in sim["chains"]]
     q = np.array([c["flops"] for c in sim["chains"]], dtype=np.float64)
     pool = load_pool(run_dir)
-    samples = pq.read_table(run_dir / "samples").to_pandas()
+    samples = run_dir.read_samples().to_pandas()
     samples = samples[samples["error"].isna()]
     ev = samples[samples["split"] == "eval"].sort_values("request_id")
     if ev.empty:
@@ -115,22 +115,15 @@ def load_inputs(run_dir: Path) -> EvalInputs:
         for row, (idx, exp) in enumerate(zip(ev["chain_idx"], ev["expected_reward"],
                                              strict=True)):  # fmt: skip
             expected[row, np.asarray(idx)] = exp
-    train = samples[samples["split"] == "reward"]
-    train_mean = mean_reward_per_chain(
-        [np.asarray(x) for x in train["chain_idx"]],
-        [np.asarray(x) for x in train["reward"]],
-        len(chains),
-    )
-    requests = load_requests(run_dir / "data", "eval").set_index("request_id")
+    train_mean = load_train_mean(run_dir, len(chains))
+    requests = load_requests(run_dir.data, "eval").set_index("request_id")
     frame = requests.loc[ev["request_id"].to_numpy()].reset_index()
     estimates = {
-        v: predict_rewards(run_dir, v, frame)
-        for v in VARIANTS
-        if (run_dir / "reward" / f"{v}.pt").is_file()
+        v: predict_rewards(run_dir, v, frame) for v in VARIANTS if run_dir.has_reward_model(v)
     }
     if "full" not in estimates:
         raise FileNotFoundError(
-            f"{run_dir / 'reward' / 'full.pt'}: run `greenflow train-reward` first"
+            f"{run_dir.show(run_dir.reward_weights('full'))}: run `greenflow train-reward` first"
         )
     return EvalInputs(chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
                       train_mean, estimates, ev["user_id"].to_numpy(), expected)  # fmt: skip
@@ -250,10 +243,11 @@ def run_evaluation(
     config: Config, ev: EvaluateConfig, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     run_dir = config.run_dir
-    calibration_path = run_dir / CALIBRATION_FILE
-    if not calibration_path.is_file():
-        raise FileNotFoundError(f"{calibration_path}: run `greenflow pfec calibrate` first")
-    calibration = json.loads(calibration_path.read_text())
+    calibration = run_dir.read_calibration()
+    if calibration is None:
+        raise FileNotFoundError(
+            f"{run_dir.show(CALIBRATION)}: run `greenflow pfec calibrate` first"
+        )
     inputs = load_inputs(run_dir)
     n = inputs.R.shape[0]
     budgets = sweep_budgets(inputs.q, n, ev, expected=inputs.expected is not None)
@@ -306,7 +300,7 @@ def run_evaluation(
         },
         "full_chain": {"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
         "requests": n,
-        "horizon": read_horizon(run_dir / "data"),
+        "horizon": read_horizon(run_dir.data),
         "chain_curve": chain_curve(
             [c.id for c in inputs.chains], inputs.q, inputs.R, inputs.expected
         ),  # fmt: skip
@@ -322,7 +316,7 @@ def run_evaluation(
         "joules_per_flop": calibration["joules_per_flop"],
         "config": config_to_dict(config),
     }
-    (run_dir / EVAL_FILE).write_text(json.dumps(doc, indent=2))
+    run_dir.write_offline_eval(doc)
     plot(doc, run_dir)
     return doc
 
@@ -332,7 +326,7 @@ STYLE = {"greenflow": ("tab:green", "-", "o"), "oracle": ("black", "--", None),
          "dcaf": ("tab:purple", "-", "d")}  # fmt: skip
 
 
-def plot(doc: dict[str, Any], run_dir: Path) -> None:
+def plot(doc: dict[str, Any], run_dir: RunDir) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,7 +369,7 @@ def plot(doc: dict[str, Any], run_dir: Path) -> None:
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / "offline_clicks.png", dpi=120)
+    run_dir.write_figure(OFFLINE_CLICKS_PNG, fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -387,12 +381,12 @@ def plot(doc: dict[str, Any], run_dir: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run_dir / "offline_dual_price.png", dpi=120)
+    run_dir.write_figure(OFFLINE_DUAL_PRICE_PNG, fig)
     plt.close(fig)
     plot_chain_curve(doc, run_dir)
 
 
-def plot_chain_curve(doc: dict[str, Any], run_dir: Path) -> None:
+def plot_chain_curve(doc: dict[str, Any], run_dir: RunDir) -> None:
     """Mean clicks per request of every chain against its cost, with the Pareto front."""
     import matplotlib
 
@@ -421,7 +415,7 @@ def plot_chain_curve(doc: dict[str, Any], run_dir: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(run_dir / "chain_curve.png", dpi=120)
+    run_dir.write_figure(CHAIN_CURVE_PNG, fig)
     plt.close(fig)
 
 

@@ -20,14 +20,12 @@ No Ray here: both run in the calling process (``ray job submit`` runs them on th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from greenflow.errors import InputError
@@ -44,29 +42,20 @@ from greenflow.platform.energy import (
 )
 from greenflow.platform.energy.pool_calibration import CalibrationConfig, calibrate_pool
 from greenflow.platform.models.pool import load_pool
+from greenflow.platform.run_dir import CALIBRATION, RunDir
 from greenflow.ray_support.metrics import ENERGY_JOULES, FLOPS, REQUESTS
 
-CALIBRATION_FILE = "pfec_calibration.json"
 Log = Callable[[str], None]
 
 # ---------------------------------------------------------------------------------------
 # report
 
 
-def read_run_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
+def read_run_outputs(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     """Every JSON object file directly under ``run_dir``, parsed, by file name."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not run_dir.exists():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
-    outputs: dict[str, dict[str, Any]] = {}
-    for path in sorted(run_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}: not valid JSON ({err})") from err
-        if isinstance(data, dict):  # a JSON list is not one of our outputs: no PFEC in it
-            outputs[path.name] = data
-    return outputs
+    return run_dir.json_outputs()
 
 
 def reprice(record: PFECRecord, config: PFECConfig) -> PFECRecord:
@@ -164,14 +153,14 @@ def _calibration_summary(doc: Mapping[str, Any]) -> str:
         f"{name} {row['joules_per_flop'] * 1e9:.3g}" for name, row in doc["per_model"].items()
     )
     return (
-        f"calibration ({CALIBRATION_FILE}, {doc.get('created', '?')}): "
+        f"calibration ({CALIBRATION}, {doc.get('created', '?')}): "
         f"{doc['joules_per_flop'] * 1e9:.3g} J/GFLOP on {doc['device']} ({doc['source']}); "
         f"per model J/GFLOP: {per_model}"
     )
 
 
 def pfec_report(
-    run_dir: Path,
+    run_dir: RunDir,
     *,
     pue: float | None = None,
     carbon_intensity_g_per_kwh: float | None = None,
@@ -214,8 +203,8 @@ def pfec_report(
             f"no PFEC results in {run_dir} yet (JSON files: {files}); `greenflow evaluate` "
             "and `greenflow loadtest` write them"
         )
-    if CALIBRATION_FILE in outputs:
-        lines.append(_calibration_summary(outputs[CALIBRATION_FILE]))
+    if CALIBRATION in outputs:
+        lines.append(_calibration_summary(outputs[CALIBRATION]))
     return "\n".join(lines)
 
 
@@ -224,7 +213,7 @@ def pfec_report(
 
 
 def run_calibration(
-    run_dir: Path,
+    run_dir: RunDir,
     config: CalibrationConfig,
     pfec: PFECConfig,
     *,
@@ -249,8 +238,5 @@ def run_calibration(
             meter.close()
     if not all(math.isfinite(r["joules_per_flop"]) for r in doc["per_model"].values()):
         raise ValueError(f"calibration gave a non-finite J/FLOP: {doc['per_model']}")
-    path = Path(run_dir) / CALIBRATION_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(path)
+    run_dir.write_calibration(doc)
     return doc

@@ -17,13 +17,9 @@ half-written ``samples/`` that looks complete.
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,16 +39,16 @@ from greenflow.platform.data.store import (
     load_click_model,
     load_dataset,
     read_horizon,
+    requests_location,
 )
 from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
+from greenflow.platform.run_dir import SAMPLES_DIR, RunDir
 from greenflow.platform.simulation import AllChainSimulator, ChainSampling, simulate_table
 from greenflow.ray_support.cluster import connect
 from greenflow.ray_support.metrics import FlopsMetric
 
-SIMULATION_FILE = "simulation.json"
-SAMPLES_DIR = "samples"
 REQUEST_COLUMNS = ["request_id", "user_id", "split", "ts", "activity", "history", "positives"]
 
 
@@ -76,10 +72,10 @@ class SimulateConfig:
 class SimulateStage:
     """Ray Data callable class: loads the model pool once per actor, simulates batches."""
 
-    def __init__(self, run_dir: str, config: Config, sim: SimulateConfig) -> None:
+    def __init__(self, run_dir: RunDir, config: Config, sim: SimulateConfig) -> None:
         torch.set_num_threads(sim.torch_threads)
         device = "cuda" if sim.num_gpus > 0 else "cpu"
-        pool = load_pool(Path(run_dir))
+        pool = load_pool(run_dir)
         data = load_dataset(config.data_dir)
         truth = load_click_model(config.data_dir)  # synthetic runs: expected rewards too
         self.response = truth.response if truth is not None else None
@@ -131,31 +127,17 @@ def fit_to_cluster(
     return dataclasses.replace(sim, num_cpus=per_actor)
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Swap ``tmp`` into ``target``; the old output is removed only after the swap."""
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def run_simulation(
     config: Config, sim: SimulateConfig, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Run the job on the connected (or a new local) Ray cluster; returns simulation.json."""
-    # actors may run in another working directory (or node): hand them absolute paths
-    config = dataclasses.replace(config, run_dir=config.run_dir.resolve())
-    requests_path = config.data_dir / "requests.parquet"
-    if not requests_path.is_file():
-        raise FileNotFoundError(f"{requests_path}: no request log; run `greenflow data prepare`")
-    pool = load_pool(config.run_dir)  # fails early, on the driver, if the pool is missing
+    run_dir = config.run_dir  # pickles as an absolute path or URI: actors may run elsewhere
+    requests_path, requests_fs = requests_location(config.data_dir)
+    pool = load_pool(run_dir)  # fails early, on the driver, if the pool is missing
     chains = generate_chains(config.chains)
     costs = chain_costs(chains, pool.flops, pool.features.num_items)
     connect()
     sim = fit_to_cluster(sim, float(ray.cluster_resources().get("CPU", 1.0)), log)
-    out = config.run_dir / SAMPLES_DIR
-    tmp = out.with_name(f".{SAMPLES_DIR}.tmp-{uuid.uuid4().hex[:8]}")
     splits = list(sim.splits)
     log(f"simulating {len(chains)} chains for splits {splits} with {sim.actors} actor(s)")
     # Energy of this node over the job (whole node: on one machine that is the job; on a
@@ -163,28 +145,30 @@ def run_simulation(
     meter = make_node_meter()
     meter.sample()  # opens the window
     start = time.perf_counter()
-    ds = ray.data.read_parquet(str(requests_path), columns=REQUEST_COLUMNS, num_cpus=IO_CPUS)
+    ds = ray.data.read_parquet(requests_path, filesystem=requests_fs, columns=REQUEST_COLUMNS,
+                               num_cpus=IO_CPUS)  # fmt: skip
     ds = ds.filter(expr=col("split").is_in(splits))
     # A prepared request log is one Parquet file, read as one block: split it so every
     # actor of the pool gets work (several blocks each, for balance).
     ds = ds.repartition(sim.actors * 4)
     ds = ds.map_batches(
         SimulateStage,
-        fn_constructor_kwargs={"run_dir": str(config.run_dir), "config": config, "sim": sim},
+        fn_constructor_kwargs={"run_dir": run_dir, "config": config, "sim": sim},
         batch_size=sim.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=sim.actors),
         num_cpus=sim.num_cpus,
         num_gpus=sim.num_gpus,
     )
+    staged = run_dir.samples_staging()
     try:
-        ds.write_parquet(str(tmp), ray_remote_args={"num_cpus": IO_CPUS})
+        ds.write_parquet(staged, filesystem=run_dir.fs, ray_remote_args={"num_cpus": IO_CPUS})
         wall_s = time.perf_counter() - start
         measurements = meter.sample()
-        _replace_dir(tmp, out)
+        run_dir.publish_samples(staged)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    summary = pads.dataset(out, format="parquet").to_table(
+        run_dir.discard_staging(staged)
+    summary = run_dir.read_samples(
         columns=["request_id", "split", "error", "simulation_flops", "reward"]
     )
     errors = summary.filter(pads.field("error").is_valid())
@@ -205,7 +189,7 @@ def run_simulation(
         "requests_per_s": round(n / wall_s, 1),
         "simulation_flops": float(np.sum(summary["simulation_flops"].to_numpy())),
         "reference_flops": float(costs.sum() * (n - len(malformed))),
-        "output": str(out),
+        "output": run_dir.show(SAMPLES_DIR),
         "layout": "one row per request: chain_idx (list) and reward (list), see SAMPLE_SCHEMA",
         "requests_per_split": {
             s: int(np.sum(summary["split"].to_numpy(zero_copy_only=False) == s)) for s in splits
@@ -226,5 +210,5 @@ def run_simulation(
         "expected_rewards": has_click_model(config.data_dir),
         "config": config_to_dict(config),
     }
-    (config.run_dir / SIMULATION_FILE).write_text(json.dumps(doc, indent=2))
+    run_dir.write_simulation(doc)
     return doc

@@ -24,7 +24,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -39,14 +38,9 @@ from greenflow.platform.reward.run import (
     overhead,
     variant_config,
 )
-from greenflow.platform.reward.store import (
-    TUNE_DIR,
-    check_variant,
-    configs_from_params,
-    tuned_path,
-    write_json,
-)
+from greenflow.platform.reward.store import check_variant, configs_from_params
 from greenflow.platform.reward.training import RewardTrainConfig
+from greenflow.platform.run_dir import TUNE_DIR, RunDir
 from greenflow.ray_support.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
@@ -125,7 +119,7 @@ def _describe(trial: Any) -> str:
 
 
 def run_reward_tune(
-    run_dir: Path,
+    run_dir: RunDir,
     config: RewardTuneConfig,
     model_config: RewardModelConfig,
     train_config: RewardTrainConfig,
@@ -133,18 +127,17 @@ def run_reward_tune(
 ) -> dict[str, Any]:
     """Run the search on the connected (or a new local) cluster; writes and returns
     ``tune/reward_best.json``."""
-    run_dir = Path(run_dir).resolve()  # Tune's storage path must be absolute
     variant = check_variant(config.variant)
     base_model = variant_config(model_config, variant)
     data = load_training_data(run_dir, train_config)  # once, on the driver
     connect()
-    storage = run_dir / TUNE_DIR
-    storage.mkdir(parents=True, exist_ok=True)
+    storage, storage_fs = run_dir.tune_storage()  # an absolute path, as Tune needs
     name = f"reward-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = run_dir.show(f"{TUNE_DIR}/{name}")
     log(
         f"tuning the {variant!r} reward model: {config.num_samples} trial(s), "
         f"{config.cpus_per_trial} CPU each, ASHA (grace {config.grace_period}, max "
-        f"{config.max_epochs} epochs), {config.searcher} searcher -> {storage / name}"
+        f"{config.max_epochs} epochs), {config.searcher} searcher -> {experiment}"
     )
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -169,12 +162,13 @@ def run_reward_tune(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=storage_fs,
             verbose=0,
             callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
-    results, best, wall_s = fit_best(tuner, "val_loss", "min", log, str(storage / name))
+    results, best, wall_s = fit_best(tuner, "val_loss", "min", log, experiment)
     params = dict(best.config)
     best_model, _ = configs_from_params(params, base_model, train_config)
     flops, ratio, _ = overhead(best_model, data)
@@ -207,11 +201,11 @@ def run_reward_tune(
         },
         "cpus_per_trial": config.cpus_per_trial,
         "wall_s": round(wall_s, 1),
-        "experiment_path": str(storage / name),
+        "experiment_path": experiment,
         "trials": trials,
         "errors": len(results.errors),
     }
-    write_json(tuned_path(run_dir), doc)
+    run_dir.write_reward_tuned(doc)
     return doc
 
 

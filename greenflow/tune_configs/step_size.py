@@ -39,7 +39,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -51,8 +50,9 @@ from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import ServingSettings, replay_serving
 from greenflow.platform.reward.data import load_reward_data, load_simulated_chains
-from greenflow.platform.reward.store import TUNE_DIR, load_reward_model, write_json
+from greenflow.platform.reward.store import load_reward_model
 from greenflow.platform.reward.training import predict
+from greenflow.platform.run_dir import TUNE_DIR, RunDir
 from greenflow.platform.traffic import (
     OVER_BUDGET_SLACK,
     TrafficProfile,
@@ -62,7 +62,6 @@ from greenflow.platform.traffic import (
 from greenflow.ray_support.cluster import connect
 from greenflow.tune_configs.common import TrialProgress, fit_best, make_searcher
 
-STEP_SIZE_FILE = "step_size_best.json"
 TUNING_SPLIT = "reward"  # the reward model's training split; never the evaluation split
 WINDOW_CHOICES = (1.0, 2.0, 5.0, 10.0)  # seconds of simulated time
 
@@ -222,7 +221,7 @@ def _update(params: dict[str, Any]) -> str:
 
 
 def tuning_inputs(
-    run_dir: Path, split: str = TUNING_SPLIT
+    run_dir: RunDir, split: str = TUNING_SPLIT
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q̂ (N, J) of the reward model, true clicks R (N, J) and chain costs q (J,) of the
     ``split`` requests that have every chain simulated (the evaluation split is never
@@ -239,30 +238,25 @@ def tuning_inputs(
     return Q[complete], data.reward[complete].astype(np.float64), chains.flops
 
 
-def step_size_path(run_dir: Path) -> Path:
-    return Path(run_dir) / TUNE_DIR / STEP_SIZE_FILE
-
-
 def run_step_size_tune(
-    run_dir: Path,
+    run_dir: RunDir,
     config: StepSizeTuneConfig,
     problem: StepSizeProblem = StepSizeProblem(),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the search on the connected (or a new local) cluster over the reward-split
     requests of ``run_dir``; writes and returns ``tune/step_size_best.json``."""
-    run_dir = Path(run_dir).resolve()  # Tune's storage path must be absolute
     Q, R, q = tuning_inputs(run_dir)  # once, on the driver
     connect()
-    storage = run_dir / TUNE_DIR
-    storage.mkdir(parents=True, exist_ok=True)
+    storage, storage_fs = run_dir.tune_storage()  # an absolute path, as Tune needs
     name = f"step-size-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = run_dir.show(f"{TUNE_DIR}/{name}")
     per_s = budget_flops_per_s(q, problem.traffic.base_rate, problem.budget_fraction)
     log(
         f"tuning Algorithm 1 on {Q.shape[0]} {TUNING_SPLIT}-split request(s) x {Q.shape[1]} "
         f"chains: "
         f"{config.num_samples} trial(s), {config.cpus_per_trial} CPU each, "
-        f"{config.searcher} searcher, budget {per_s / 1e9:.3g} GFLOP/s -> {storage / name}"
+        f"{config.searcher} searcher, budget {per_s / 1e9:.3g} GFLOP/s -> {experiment}"
     )
     trainable = tune.with_resources(
         tune.with_parameters(step_size_trainable, Q=Q, R=R, q=q, problem=problem),
@@ -279,12 +273,13 @@ def run_step_size_tune(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=storage_fs,
             verbose=0,
             callbacks=[TrialProgress(config.num_samples, log, _describe)],
         ),
     )
-    results, best, wall_s = fit_best(tuner, "score", "max", log, str(storage / name))
+    results, best, wall_s = fit_best(tuner, "score", "max", log, experiment)
     trials = []
     for result in results:
         if result.metrics is None or result.config is None:
@@ -328,11 +323,11 @@ def run_step_size_tune(
         "searcher": config.searcher,
         "cpus_per_trial": config.cpus_per_trial,
         "wall_s": round(wall_s, 1),
-        "experiment_path": str(storage / name),
+        "experiment_path": experiment,
         "trials": trials,
         "errors": len(results.errors),
     }
-    write_json(step_size_path(run_dir), doc)
+    run_dir.write_step_size_tuned(doc)
     return doc
 
 
@@ -360,7 +355,6 @@ def format_best(doc: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "STEP_SIZE_FILE",
     "StepSizeProblem",
     "StepSizeTuneConfig",
     "TrafficProfile",
@@ -372,7 +366,6 @@ __all__ = [
     "run_step_size_tune",
     "search_space",
     "step_size_objective",
-    "step_size_path",
     "step_size_trainable",
     "tuning_inputs",
 ]

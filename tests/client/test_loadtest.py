@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from greenflow.client.loadtest import write_loadtest
+from greenflow.platform.run_dir import RunDir
 from tests.client.fakes import CONTRACT_KEYS, requests_frame, sample_doc
 
 JOULES_PER_FLOP = 2e-9
@@ -102,13 +103,13 @@ def test_module_imports_no_ray() -> None:
 @pytest.mark.usefixtures("no_ray")
 def test_write_loadtest_puts_greenflow_on_top_and_draws_the_figure(tmp_path: Path) -> None:
     docs = {"equal": sample_doc("equal"), "greenflow": sample_doc()}
-    json_path, png_path = write_loadtest(tmp_path / "run", docs, horizon="next:5")
-    saved = json.loads(json_path.read_text())
+    json_path, png_path = write_loadtest(RunDir(tmp_path / "run"), docs, horizon="next:5")
+    saved = json.loads(Path(json_path).read_text())
     assert saved["policy"] == "greenflow" and set(saved["policies"]) == {"equal", "greenflow"}
     assert set(saved) >= CONTRACT_KEYS and saved["policies"]["equal"]["policy"] == "equal"
     assert not list((tmp_path / "run").glob(".*tmp"))
-    assert png_path.name == "loadtest.png" and png_path.stat().st_size > 10_000
-    only = write_loadtest(tmp_path / "other", {"equal": sample_doc("equal")}, horizon="all")[0]
-    assert json.loads(only.read_text())["policy"] == "equal"
+    assert Path(png_path).name == "loadtest.png" and Path(png_path).stat().st_size > 10_000
+    only = write_loadtest(RunDir(tmp_path / "other"), {"equal": sample_doc("equal")}, "all")[0]
+    assert json.loads(Path(only).read_text())["policy"] == "equal"
     assert saved["horizon"] == "next:5"
     assert np.isfinite(saved["over_budget_windows_pct"])

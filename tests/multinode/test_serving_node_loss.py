@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from greenflow.platform.run_dir import RunDir
 from tests.local_cluster import LocalCluster
 from tests.serve_apps.conftest import free_port
 from tests.serve_apps.test_faults import Load, accounting, call, report
@@ -76,7 +77,7 @@ def placement(cluster: LocalCluster) -> dict[str, list[str]]:
 
 def test_serving_survives_a_lost_worker_and_the_driver_moves(serve_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(serve_run.run_dir, run_dir)
+    shutil.copytree(serve_run.run_dir.local_path, run_dir)
     args = {"run_dir": str(run_dir), "app_name": APP, "window_s": 1.0, "expected_rate_rps": 10,
             "stage_replicas": 2, "stage_num_cpus": 0.2, "allocator_num_cpus": 0.2,
             "stage_resources": {"model_node": 1}, "allocator_resources": {"head": 0.1},
@@ -127,7 +128,7 @@ def test_serving_survives_a_lost_worker_and_the_driver_moves(serve_run, tmp_path
             time.sleep(3.0)  # windows close with the moved driver
         results = load.results
         state = call(f"{url}/allocator/state")[1]
-        acc = accounting(url, SimpleNamespace(guard_tolerance=0.0), run_dir, load_start - 1,
+        acc = accounting(url, SimpleNamespace(guard_tolerance=0.0), RunDir(run_dir), load_start - 1,
                          results)  # fmt: skip
         driver = cluster.driver(DRIVER_STATE)
 

@@ -55,7 +55,7 @@ def prepared_run(root: Path) -> tuple[Config, Path]:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items), run_dir)
+    save_pool(untrained_pool("synthetic", features, items), config.run_dir)
     config_file = root / "config.yaml"
     config_file.write_text(yaml.safe_dump({"requests": config_to_dict(requests),
                                            "chains": config_to_dict(SPACE)}))  # fmt: skip
@@ -99,7 +99,7 @@ def differing_columns(got: pa.Table, expected: pa.Table) -> dict[str, int]:
 
 def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
     config, config_file = prepared_run(tmp_path)
-    samples = config.run_dir / "samples"
+    samples = config.run_dir.local_path / "samples"
     with LocalCluster(head_cpus=0, dashboard=True) as cluster:
         for name in ("worker_a", "worker_b"):
             cluster.add_worker(name, num_cpus=2)
@@ -107,7 +107,7 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
         submit(cluster, "simulate-reference", config, config_file)
         wait_finished(cluster, "simulate-reference")
         expected = pads.dataset(samples, format="parquet").to_table()
-        reference_wall_s = json.loads((config.run_dir / "simulation.json").read_text())["wall_s"]
+        reference_wall_s = config.run_dir.read_simulation()["wall_s"]
 
         submit(cluster, "simulate-node-loss", config, config_file)
 
@@ -118,7 +118,7 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
             actors = {a["actor_id"]: names.get(a["node_id"], "?")
                       for a in cluster.state("actors", {"state": "ALIVE"})
                       if "SimulateStage" in a["class_name"]}  # fmt: skip
-            parts = list(config.run_dir.glob(".samples.tmp-*/*.parquet"))
+            parts = list(config.run_dir.local_path.glob(".samples.tmp-*/*.parquet"))
             # the reference's samples/ stays whole until the new one is renamed over it
             assert pads.dataset(samples, format="parquet").count_rows() == expected.num_rows
             if sorted(actors.values()) == ["worker_a", "worker_b"] and parts:
@@ -129,15 +129,15 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
                           simulating_on_both, 180, period_s=0.1)  # fmt: skip
         state, _ = job_state(cluster.dashboard_address, "simulate-node-loss", cluster.env())
         assert state == "RUNNING", state  # the kill lands mid-run
-        written_at_kill = len(list(config.run_dir.glob(".samples.tmp-*/*.parquet")))
+        written_at_kill = len(list(config.run_dir.local_path.glob(".samples.tmp-*/*.parquet")))
         assert cluster.kill_worker("worker_b") > 0
         killed_at = time.monotonic()
         wait_finished(cluster, "simulate-node-loss")
         recovery_s = time.monotonic() - killed_at
-        summary = json.loads((config.run_dir / "simulation.json").read_text())
+        summary = config.run_dir.read_simulation()
 
     got = pads.dataset(samples, format="parquet").to_table()
-    assert not list(config.run_dir.glob(".samples.tmp-*"))  # no temporary output left
+    assert not list(config.run_dir.local_path.glob(".samples.tmp-*"))  # no temporary output left
     assert got.num_rows == expected.num_rows == summary["requests"]
     assert got.column_names == expected.column_names
     # nothing lost, nothing twice, the same values

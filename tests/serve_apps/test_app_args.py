@@ -72,11 +72,12 @@ def test_placement_resources_are_validated(tmp_path, bad) -> None:
 
 
 def test_the_tuned_lambda_update_is_what_is_served(tmp_path) -> None:
-    from greenflow.serve_apps.app import STEP_SIZE_FILE, tuned_step
+    from greenflow.platform.run_dir import RunDir
+    from greenflow.serve_apps.app import tuned_step
 
-    assert tuned_step(tmp_path) == {}  # untuned: the builder's defaults (exact, 2 s)
-    (tmp_path / STEP_SIZE_FILE).parent.mkdir(parents=True)
-    (tmp_path / STEP_SIZE_FILE).write_text(json.dumps(
-        {"method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2}))  # fmt: skip
-    assert tuned_step(tmp_path) == {
+    run = RunDir(tmp_path)
+    assert tuned_step(run) == {}  # untuned: the builder's defaults (exact, 2 s)
+    run.write_step_size_tuned(
+        {"method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2})  # fmt: skip
+    assert tuned_step(run) == {
         "method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2}  # fmt: skip

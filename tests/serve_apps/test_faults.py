@@ -137,7 +137,7 @@ def accounting(
     status, doc = call(f"{url}/allocator/windows?since={since}")
     assert status == 200, doc
     rows = doc["windows"]
-    sim = json.loads((run_dir / "simulation.json").read_text())
+    sim = run_dir.read_simulation()
     min_q = min(c["flops"] for c in sim["chains"])
     # Predictive guard: spend ≤ C (1 + ε) + guard_requests · min_j q_j.
     over = [w for w in rows if w["spend"] > w["budget"] * (1 + args.guard_tolerance)
@@ -154,10 +154,10 @@ def accounting(
 def test_driver_killed_under_load(faults_app, serve_run) -> None:
     import ray
 
-    from greenflow.serve_apps.driver import CHECKPOINT_FILE, NAMESPACE, driver_name
+    from greenflow.serve_apps.driver import NAMESPACE, driver_name
 
     url, args = faults_app
-    ckpt = serve_run.run_dir / "serve" / APP / CHECKPOINT_FILE
+    ckpt = serve_run.run_dir.local_path / serve_run.run_dir.dual_price_checkpoint(APP)
     before = _driver_state(10.0)
     assert before is not None and before["restored"] is False
     load_start = time.time()

@@ -21,7 +21,7 @@ def test_loadtest_command_compares_policies(serve_run, serve_port, capsys) -> No
     assert code == 0
     out = capsys.readouterr().out
     assert "greenflow" in out and "equal" in out
-    doc = json.loads((run_dir / "loadtest.json").read_text())
+    doc = json.loads((run_dir.local_path / "loadtest.json").read_text())
     for key in ("policy", "budget_flops_per_s", "windows", "over_budget_windows_pct",
                 "clicks", "requests", "errors", "latency_ms", "pfec"):  # fmt: skip
         assert key in doc, key
@@ -34,7 +34,7 @@ def test_loadtest_command_compares_policies(serve_run, serve_port, capsys) -> No
     # EQUAL serves one chain (the guard may still step in); GreenFlow pays for its allocator
     assert doc["policies"]["equal"]["pfec"]["allocator_flops"] == 0
     assert doc["policies"]["greenflow"]["pfec"]["allocator_flops"] > 0
-    assert (run_dir / "loadtest.png").stat().st_size > 0
+    assert (run_dir.local_path / "loadtest.png").stat().st_size > 0
     # the same schedule twice per policy: the same requests sent, each run's clicks kept
     repeats = doc["repeats"]
     assert repeats["repeats"] == 2 and set(repeats["policies"]) == {"greenflow", "equal"}

@@ -30,18 +30,18 @@ METHODS = {"greenflow", "equal", "equal-din", "equal-dien", "cras", "cras-din", 
 @pytest.fixture(scope="module")
 def evaluated(reward_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("evaluate") / "run"
-    shutil.copytree(reward_run.run_dir, run_dir)
+    shutil.copytree(reward_run.run_dir.local_path, run_dir)
     config = dataclasses.replace(reward_run, run_dir=run_dir)
-    train_reward_variants(run_dir, ["full", "plain"], RewardModelConfig(),
+    train_reward_variants(config.run_dir, ["full", "plain"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
-    run_calibration(run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
+    run_calibration(config.run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
                     log=lambda _: None)  # fmt: skip
     return config, run_evaluation(config, EvaluateConfig(budgets=10), log=lambda _: None)
 
 
 def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
     config, doc = evaluated
-    saved = json.loads((config.run_dir / "offline_eval.json").read_text())
+    saved = json.loads((config.run_dir.local_path / "offline_eval.json").read_text())
     assert saved["budgets"] == doc["budgets"]
     budgets = np.array(doc["budgets"])
     full = doc["full_chain"]["flops"]
@@ -60,8 +60,8 @@ def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
     assert {"all actions", "k1 only", "k2 only"} <= set(doc["table2_action_subsets"])
     for row in doc["table2_action_subsets"].values():
         assert row["feasible"] or row["flops"] > doc["table_budget_flops"]
-    assert (config.run_dir / "offline_clicks.png").stat().st_size > 10_000
-    assert (config.run_dir / "offline_dual_price.png").is_file()
+    assert (config.run_dir.local_path / "offline_clicks.png").stat().st_size > 10_000
+    assert (config.run_dir.local_path / "offline_dual_price.png").is_file()
     assert "greenflow" in format_summary(doc)
     assert saved["horizon"] == "all"  # the tiny synthetic run keeps the default horizon
 
@@ -87,7 +87,7 @@ def test_chain_curve_and_headline_with_bootstrap_intervals(evaluated) -> None:
         assert row["best_baseline"] in {"equal", "cras", "dcaf"}
         assert row["vs_best"] == row["vs"][row["best_baseline"]]
         assert row["vs"]["oracle"]["ratio"] <= 1.0 + 1e-9  # nothing beats the true-reward solve
-    assert (config.run_dir / "chain_curve.png").stat().st_size > 10_000
+    assert (config.run_dir.local_path / "chain_curve.png").stat().st_size > 10_000
     assert "value of computation" in format_headline(doc)
 
 
@@ -128,7 +128,7 @@ def evaluated_known(evaluated, tmp_path_factory):
 
     config, _ = evaluated
     run_dir = tmp_path_factory.mktemp("known") / "run"
-    shutil.copytree(config.run_dir, run_dir)
+    shutil.copytree(config.run_dir.local_path, run_dir)
     flops = {c["id"]: c["flops"] for c in json.loads((run_dir / "simulation.json").read_text())
              ["chains"]}  # fmt: skip
     cost = np.array(list(flops.values()))

@@ -19,8 +19,8 @@ from greenflow.platform.energy import (
 )
 from greenflow.platform.energy.pool_calibration import CalibrationConfig, format_calibration_table
 from greenflow.platform.models.pool import MODEL_KINDS, ModelPool, save_pool
+from greenflow.platform.run_dir import CALIBRATION, RunDir
 from greenflow.simulators.pfec_jobs import (
-    CALIBRATION_FILE,
     live_record,
     parse_exposition,
     pfec_report,
@@ -33,10 +33,12 @@ pytestmark = pytest.mark.usefixtures("no_ray")
 def test_run_calibration_on_a_saved_pool_with_the_estimate(
     tiny_pool: ModelPool, tmp_path: Path
 ) -> None:
-    save_pool(tiny_pool, tmp_path)
+    save_pool(tiny_pool, RunDir(tmp_path))
     config = CalibrationConfig(seconds=0.2, idle_seconds=0.0, batch_size=8)
-    doc = run_calibration(tmp_path, config, PFECConfig(), meter=EstimateMeter(), log=lambda _: None)
-    written = json.loads((tmp_path / CALIBRATION_FILE).read_text())
+    doc = run_calibration(
+        RunDir(tmp_path), config, PFECConfig(), meter=EstimateMeter(), log=lambda _: None
+    )
+    written = json.loads((tmp_path / CALIBRATION).read_text())
     assert written == doc
     required = {"device", "source", "joules_per_flop", "per_model", "pue", "method"}
     assert required | {"carbon_intensity_g_per_kwh"} <= set(written)
@@ -59,11 +61,11 @@ def test_run_calibration_on_a_saved_pool_with_the_estimate(
 def test_cli_calibrate_and_report(
     tiny_pool: ModelPool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_pool(tiny_pool, tmp_path)
+    save_pool(tiny_pool, RunDir(tmp_path))
     argv = ["pfec", "calibrate", "--run-dir", str(tmp_path), "--seconds", "0.1"]
     assert main([*argv, "--idle-seconds", "0", "--model", "din", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
-    assert CALIBRATION_FILE in out and "din" in out and "gCO2eq per GFLOP" in out
+    assert CALIBRATION in out and "din" in out and "gCO2eq per GFLOP" in out
 
     # model_pool.json and pfec_calibration.json carry no "pfec" block: nothing to tabulate.
     assert main(["pfec", "report", "--run-dir", str(tmp_path)]) == 0
@@ -97,7 +99,7 @@ def test_report_reads_pfec_blocks_and_reprices(
     (tmp_path / "offline_eval.json").write_text(json.dumps(offline))
     (tmp_path / "loadtest.json").write_text(json.dumps({"clicks": 12, "pfec": _block(1.0)}))
 
-    text = pfec_report(tmp_path)
+    text = pfec_report(RunDir(tmp_path))
     assert "as recorded" in text
     for row in ("offline_eval/greenflow", "offline_eval/equal", "loadtest", "clicks=12"):
         assert row in text
@@ -168,8 +170,8 @@ def metrics_url() -> Iterator[str]:
 
 
 def test_report_with_live_endpoint(tmp_path: Path, metrics_url: str) -> None:
-    text = pfec_report(tmp_path, prometheus=[metrics_url])
+    text = pfec_report(RunDir(tmp_path), prometheus=[metrics_url])
     row = next(line for line in text.splitlines() if line.startswith("live "))
     assert "requests=500" in row and "estimate(cpu:0,dram:0)" in row and "1.67" in row
     with pytest.raises(ValueError, match="cannot read metrics"):
-        pfec_report(tmp_path, prometheus=["http://127.0.0.1:9/metrics"], timeout_s=1.0)
+        pfec_report(RunDir(tmp_path), prometheus=["http://127.0.0.1:9/metrics"], timeout_s=1.0)

@@ -26,7 +26,7 @@ SIM = SimulateConfig(actors=2, batch_size=8, num_cpus=0.5)
 
 
 def read_samples(config) -> pd.DataFrame:
-    return pq.read_table(config.run_dir / "samples").to_pandas().set_index("request_id")
+    return pq.read_table(config.run_dir.local_path / "samples").to_pandas().set_index("request_id")
 
 
 def test_job_writes_samples_equal_to_the_reference_cascade(tiny_run) -> None:
@@ -36,8 +36,11 @@ def test_job_writes_samples_equal_to_the_reference_cascade(tiny_run) -> None:
     assert doc["requests"] == doc["rows"] == expected_rows and doc["malformed"] == []
     assert doc["num_chains"] == len(doc["chains"]) == 8
     assert doc["simulation_flops"] < doc["reference_flops"]
-    assert json.loads((tiny_run.run_dir / "simulation.json").read_text())["rows"] == expected_rows
-    assert not [p for p in tiny_run.run_dir.iterdir() if p.name.startswith(".samples")]
+    assert (
+        json.loads((tiny_run.run_dir.local_path / "simulation.json").read_text())["rows"]
+        == expected_rows
+    )
+    assert not [p for p in tiny_run.run_dir.local_path.iterdir() if p.name.startswith(".samples")]
 
     samples = read_samples(tiny_run)
     pool = load_pool(tiny_run.run_dir)
@@ -55,9 +58,9 @@ def test_job_writes_samples_equal_to_the_reference_cascade(tiny_run) -> None:
 
 
 def test_malformed_request_is_reported_and_rerun_replaces_atomically(tiny_run) -> None:
-    config = dataclasses.replace(tiny_run, run_dir=tiny_run.run_dir.parent / "run_bad")
-    shutil.copytree(tiny_run.run_dir, config.run_dir)
-    path = config.data_dir / "requests.parquet"
+    config = dataclasses.replace(tiny_run, run_dir=tiny_run.run_dir.local_path.parent / "run_bad")
+    shutil.copytree(tiny_run.run_dir.local_path, config.run_dir.local_path)
+    path = config.data_dir.local_path / "requests.parquet"
     table = pq.read_table(path).to_pandas()
     bad = table.index[table["split"] == "reward"][0]
     bad_id = int(table.at[bad, "request_id"])

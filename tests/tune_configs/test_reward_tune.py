@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from greenflow.platform.reward import RewardModelConfig, RewardTrainConfig
-from greenflow.platform.reward.store import configs_from_params, read_tuned, tuned_path
+from greenflow.platform.reward.store import configs_from_params, read_tuned
+from greenflow.platform.run_dir import REWARD_TUNED, RunDir
 from greenflow.tune_configs.reward import (
     RewardTuneConfig,
     format_best,
@@ -31,8 +32,8 @@ def test_every_searched_parameter_is_a_config_field() -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster")
 def test_two_trials_write_the_best_config_for_train_reward(reward_run, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    shutil.copytree(reward_run.run_dir, run_dir)
+    shutil.copytree(reward_run.run_dir.local_path, tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run")
     config = RewardTuneConfig(
         num_samples=2, max_epochs=2, epoch_choices=(1, 2), grace_period=1, seed=3
     )
@@ -40,15 +41,14 @@ def test_two_trials_write_the_best_config_for_train_reward(reward_run, tmp_path:
     doc = run_reward_tune(
         run_dir, config, RewardModelConfig(), RewardTrainConfig(batch_size=16), lines.append
     )
-    assert tuned_path(run_dir).is_file()
-    saved = json.loads(tuned_path(run_dir).read_text())
+    saved = json.loads((tmp_path / "run" / REWARD_TUNED).read_text())
     assert saved == read_tuned(run_dir) and saved["params"] == doc["params"]
     assert len(doc["trials"]) == 2 and doc["errors"] == 0
     assert doc["val_loss"] == min(t["val_loss"] for t in doc["trials"])
     assert 1 <= doc["epochs_run"] <= 2 and doc["searcher"] == "optuna"
     assert set(doc["params"]) == set(search_space(config))
     assert Path(doc["experiment_path"]).is_dir()  # Tune's storage under <run-dir>/tune/
-    assert Path(doc["experiment_path"]).parent == run_dir.resolve() / "tune"
+    assert Path(doc["experiment_path"]).parent == tmp_path / "run" / "tune"
     assert sum("trial" in line for line in lines) >= 2
     assert "val_loss" in format_best(doc)
     # the best parameters are valid configs for train-reward

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from greenflow.platform.data.store import load_requests
+from greenflow.platform.run_dir import STEP_SIZE_TUNED, RunDir
 from greenflow.tune_configs.step_size import (
     StepSizeProblem,
     StepSizeTuneConfig,
@@ -23,7 +24,6 @@ from greenflow.tune_configs.step_size import (
     run_step_size_tune,
     search_space,
     step_size_objective,
-    step_size_path,
     tuning_inputs,
 )
 
@@ -129,8 +129,8 @@ def test_two_trials_write_the_best_step_size_config(reward_run, tmp_path: Path) 
     from greenflow.platform.simulation import ChainSampling
     from greenflow.simulators.simulate import SimulateConfig, run_simulation
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(reward_run.run_dir, run_dir)
+    shutil.copytree(reward_run.run_dir.local_path, tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run")
     # the tune replays reward-split requests with every chain simulated
     run_simulation(dataclasses.replace(reward_run, run_dir=run_dir),
                    SimulateConfig(actors=1, num_cpus=0.5, sampling=ChainSampling(1.0)),
@@ -142,17 +142,17 @@ def test_two_trials_write_the_best_step_size_config(reward_run, tmp_path: Path) 
     doc = run_step_size_tune(
         run_dir, StepSizeTuneConfig(num_samples=2, seed=3), problem, lines.append
     )
-    saved = json.loads(step_size_path(run_dir).read_text())
+    saved = json.loads((tmp_path / "run" / STEP_SIZE_TUNED).read_text())
     assert saved == doc and len(doc["trials"]) == 2 and doc["errors"] == 0
     for key in ("step_size", "window_s", "smoothing", "score", "clicks",
                 "over_budget_windows_pct", "budget_flops_per_s", "traffic"):  # fmt: skip
         assert key in saved, key
     assert doc["score"] == max(t["score"] for t in doc["trials"])
     assert doc["traffic"]["spike_factor"] == 3.0 and doc["windows"] >= 30
-    assert Path(doc["experiment_path"]).parent == run_dir.resolve() / "tune"
+    assert Path(doc["experiment_path"]).parent == tmp_path / "run" / "tune"
     assert sum("trial" in line for line in lines) >= 2
     assert "method" in format_best(doc) and doc["split"] == "reward"
-    assert doc["requests_replayed"] == len(load_requests(run_dir / "data", "reward"))
+    assert doc["requests_replayed"] == len(load_requests(run_dir.data, "reward"))
 
 
 @pytest.mark.usefixtures("no_ray")

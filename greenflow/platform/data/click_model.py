@@ -39,6 +39,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import scipy.stats
@@ -145,19 +146,23 @@ class ClickModel:
         p = self.probability(np.asarray(user_ids), recent, exposed, self.response_bias)
         return (p * (exposed > 0)).sum(axis=1)
 
-    def save(self, path: Path) -> None:
-        """Write to one ``.npz`` file at exactly ``path`` (no suffix is added)."""
+    def save(self, path: Path | BinaryIO) -> None:
+        """Write to one ``.npz`` file at exactly ``path`` (no suffix is added), or to an
+        open binary file."""
+        if isinstance(path, Path):
+            with open(path, "wb") as f:
+                self.save(f)
+            return
         scalars = np.array([self.click_weight, self.log_bias, self.response_bias,
                             self.recent, self.recency_decay])  # fmt: skip
-        with open(path, "wb") as f:
-            np.savez(f, user_latent=self.user_latent, item_latent=self.item_latent,
-                     item_seq_latent=self.item_seq_latent, user_bias=self.user_bias,
-                     item_bias=self.item_bias,
-                     user_seq_weight=self.user_seq_weight,
-                     item_log_popularity=self.item_log_popularity, scalars=scalars)  # fmt: skip
+        np.savez(path, user_latent=self.user_latent, item_latent=self.item_latent,
+                 item_seq_latent=self.item_seq_latent, user_bias=self.user_bias,
+                 item_bias=self.item_bias,
+                 user_seq_weight=self.user_seq_weight,
+                 item_log_popularity=self.item_log_popularity, scalars=scalars)  # fmt: skip
 
     @classmethod
-    def load(cls, path: Path) -> ClickModel:
+    def load(cls, path: Path | BinaryIO) -> ClickModel:
         with np.load(path) as z:
             weight, log_bias, response_bias, recent, decay = z["scalars"].tolist()
             return cls(z["user_latent"], z["item_latent"], z["item_seq_latent"], z["user_bias"],

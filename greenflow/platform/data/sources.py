@@ -18,7 +18,7 @@ from greenflow.platform.data import aliccp, movielens, synthetic
 from greenflow.platform.data.click_model import ClickModel
 from greenflow.platform.data.requests import RequestConfig, SplitFractions
 from greenflow.platform.data.schema import CanonicalDataset, DataError
-from greenflow.platform.data.store import write_prepared
+from greenflow.platform.data.store import DataDir, write_prepared
 from greenflow.platform.registry import Registry
 
 
@@ -109,7 +109,7 @@ def load_source(
 
 def prepare(
     dataset: str,
-    out_dir: Path,
+    out_dir: DataDir,
     cache_dir: Path,
     request_config: RequestConfig,
     paths: Sequence[Path] = (),

@@ -4,13 +4,15 @@ Layout of ``<run_dir>/data/``::
 
     interactions.parquet  users.parquet  items.parquet  requests.parquet  meta.json
 
-Writes go to a temporary directory that is renamed into place, so an interrupted
-``prepare`` never leaves a directory that looks complete.
+The directory is a ``run_dir.Location``: local, or in object storage (a run's ``data/``).
+Local writes go to a temporary directory that is renamed into place, so an interrupted
+``prepare`` never leaves a directory that looks complete; in object storage ``meta.json``,
+which every reader checks first, is written last.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from greenflow.errors import ConfigError
@@ -30,15 +33,24 @@ from greenflow.platform.data.schema import (
     DataError,
     vocab_sizes,
 )
+from greenflow.platform.run_dir import Location
 
 META_FILE = "meta.json"
 SPLITS_FILE = "user_splits.parquet"
+REQUESTS_FILE = "requests.parquet"
 TABLES = ("interactions", "users", "items", "requests")
+
+
+DataDir = Location | Path  # where a prepared dataset lives: a run's ``data/`` or a local path
+
+
+def _location(data_dir: DataDir) -> Location:
+    return data_dir if isinstance(data_dir, Location) else Location(data_dir)
 
 
 def write_prepared(
     dataset: CanonicalDataset,
-    out_dir: Path,
+    out_dir: DataDir,
     request_config: RequestConfig,
     extra_meta: dict[str, Any] | None = None,
     truth: ClickModel | None = None,
@@ -90,29 +102,37 @@ def _drawn_positives(
 def write_tables(
     dataset: CanonicalDataset,
     request_batches: Iterable[pa.RecordBatch],
-    out_dir: Path,
+    out_dir: DataDir,
     request_config: RequestConfig,
     extra_meta: dict[str, Any] | None = None,
     splits: dict[int, str] | None = None,
     truth: ClickModel | None = None,
 ) -> dict[str, Any]:
     """Write the entity tables, user splits, streamed request batches and the click model
-    (when known), then rename."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    (when known); on local disk into a temporary directory that is then renamed, in
+    object storage in place with ``meta.json`` (what readers check) written last."""
+    out = _location(out_dir)
+    if out.is_local:
+        tmp = Location(out.local_path.with_name(out.local_path.name + ".tmp"))
+        shutil.rmtree(tmp.local_path, ignore_errors=True)
+    else:
+        tmp = out
+        out.remove_dir("")
+    tmp.makedirs()
     for name in ("interactions", "users", "items"):
-        getattr(dataset, name).to_parquet(tmp / f"{name}.parquet", index=False)
+        getattr(dataset, name).to_parquet(tmp.path(f"{name}.parquet"), index=False,
+                                          filesystem=tmp.fs)  # fmt: skip
     if truth is not None:
-        truth.save(tmp / TRUTH_FILE)
+        buf = io.BytesIO()
+        truth.save(buf)
+        tmp.write_bytes(TRUTH_FILE, buf.getvalue())
     if splits is not None:
         pd.DataFrame({"user_id": list(splits), "split": list(splits.values())}).to_parquet(
-            tmp / SPLITS_FILE, index=False
+            tmp.path(SPLITS_FILE), index=False, filesystem=tmp.fs
         )
     split_counts = dict.fromkeys(SPLITS, 0)
     n_requests = 0
-    with pq.ParquetWriter(tmp / "requests.parquet", REQUEST_SCHEMA) as writer:
+    with pq.ParquetWriter(tmp.path(REQUESTS_FILE), REQUEST_SCHEMA, filesystem=tmp.fs) as writer:
         for batch in request_batches:
             writer.write_batch(batch)
             n_requests += batch.num_rows
@@ -140,52 +160,72 @@ def write_tables(
         "horizon": request_config.horizon,
         **(extra_meta or {}),
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    tmp.write_json(META_FILE, meta)
+    if out.is_local:
+        shutil.rmtree(out.local_path, ignore_errors=True)
+        tmp.local_path.rename(out.local_path)
     return meta
 
 
-def read_meta(data_dir: Path) -> dict[str, Any]:
-    path = Path(data_dir) / META_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: no prepared dataset here; run `greenflow data prepare` first")
-    return json.loads(path.read_text())
+def read_meta(data_dir: DataDir) -> dict[str, Any]:
+    data = _location(data_dir)
+    if not data.is_file(META_FILE):
+        raise DataError(
+            f"{data.show(META_FILE)}: no prepared dataset here; run `greenflow data prepare` first"
+        )
+    return data.read_json(META_FILE)
 
 
-def read_horizon(data_dir: Path) -> str:
+def read_horizon(data_dir: DataDir) -> str:
     """The ground-truth horizon of a prepared dataset ("all" for data prepared before it existed)."""
     return str(read_meta(data_dir).get("horizon", "all"))
 
 
-def has_click_model(data_dir: Path) -> bool:
+def has_click_model(data_dir: DataDir) -> bool:
     """Whether a prepared dataset comes with its known click model (synthetic runs)."""
-    return (Path(data_dir) / TRUTH_FILE).is_file()
+    return _location(data_dir).is_file(TRUTH_FILE)
 
 
-def load_click_model(data_dir: Path) -> ClickModel | None:
+def load_click_model(data_dir: DataDir) -> ClickModel | None:
     """The known click model of a prepared synthetic dataset; None for logged data."""
-    return ClickModel.load(Path(data_dir) / TRUTH_FILE) if has_click_model(data_dir) else None
+    if not has_click_model(data_dir):
+        return None
+    return ClickModel.load(io.BytesIO(_location(data_dir).read_bytes(TRUTH_FILE)))
 
 
-def load_dataset(data_dir: Path) -> CanonicalDataset:
+def read_table(
+    data_dir: DataDir, name: str, columns: list[str] | None = None, filters: Any = None
+) -> pd.DataFrame:
+    """One table of a prepared dataset (``"users"``, ``"requests"``…) as a DataFrame."""
+    data = _location(data_dir)
+    read_meta(data)  # a clear error when the dataset was never prepared
+    return pd.read_parquet(data.path(f"{name}.parquet"), columns=columns, filters=filters,
+                           filesystem=data.fs)  # fmt: skip
+
+
+def requests_location(data_dir: DataDir) -> tuple[str, pafs.FileSystem]:
+    """(path, filesystem) of the request log, for readers such as Ray Data."""
+    data = _location(data_dir)
+    read_meta(data)
+    return data.path(REQUESTS_FILE), data.fs
+
+
+def load_dataset(data_dir: DataDir) -> CanonicalDataset:
     """Load the entity tables of a prepared dataset."""
     meta = read_meta(data_dir)
-    frames = {name: pd.read_parquet(Path(data_dir) / f"{name}.parquet") for name in TABLES[:3]}
+    frames = {name: read_table(data_dir, name) for name in TABLES[:3]}
     return CanonicalDataset(name=meta["dataset"], **frames)
 
 
-def load_requests(data_dir: Path, split: str | None = None) -> pd.DataFrame:
+def load_requests(data_dir: DataDir, split: str | None = None) -> pd.DataFrame:
     """The request log, optionally restricted to one split."""
-    read_meta(data_dir)
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     filters = [("split", "=", split)] if split else None
-    return pd.read_parquet(Path(data_dir) / "requests.parquet", filters=filters)
+    return read_table(data_dir, "requests", filters=filters)
 
 
-def load_user_splits(data_dir: Path) -> dict[int, str]:
+def load_user_splits(data_dir: DataDir) -> dict[int, str]:
     """user_id -> split name, for every user (also those without a request)."""
-    read_meta(data_dir)
-    frame = pd.read_parquet(Path(data_dir) / SPLITS_FILE)
+    frame = read_table(data_dir, SPLITS_FILE.removesuffix(".parquet"))
     return dict(zip(frame["user_id"].tolist(), frame["split"].tolist(), strict=True))

@@ -9,27 +9,28 @@ use it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
+from greenflow.platform.run_dir import CALIBRATION, RunDir
 
 
-def read_calibration(run_dir: Path) -> dict[str, Any]:
+def read_calibration(run_dir: RunDir) -> dict[str, Any]:
     """``run_dir``'s ``pfec_calibration.json`` (J/FLOP and its source); a
     FileNotFoundError that says how to make it when there is none."""
-    calib_path = Path(run_dir) / "pfec_calibration.json"
-    if not calib_path.is_file():
-        raise FileNotFoundError(f"{calib_path}: run `greenflow pfec calibrate` first")
-    return dict(json.loads(calib_path.read_text()))
+    calib = run_dir.read_calibration()
+    if calib is None:
+        raise FileNotFoundError(
+            f"{run_dir.show(CALIBRATION)}: run `greenflow pfec calibrate` first"
+        )
+    return dict(calib)
 
 
-def online_pfec(doc: dict[str, Any], run_dir: Path, pfec: PFECConfig) -> dict[str, Any]:
+def online_pfec(doc: dict[str, Any], run_dir: RunDir, pfec: PFECConfig) -> dict[str, Any]:
     """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
     calib = read_calibration(run_dir)
-    reward_doc = json.loads((run_dir / "reward_model.json").read_text())
+    reward_doc = run_dir.read_reward_summary()
     overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
     allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
     performance = {

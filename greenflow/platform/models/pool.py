@@ -18,18 +18,15 @@ resolved config is saved beside them so a pool can be rebuilt without the traini
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from greenflow.errors import ConfigError, InputError, UnknownModelError
+from greenflow.errors import ConfigError, UnknownModelError
 from greenflow.platform.chains import ChainSpace
 from greenflow.platform.data.schema import CanonicalDataset
 from greenflow.platform.models.base import CascadeModel
@@ -72,8 +69,7 @@ from greenflow.platform.models.training import (
 )
 from greenflow.platform.models.youtube_dnn import YoutubeDNN, YoutubeDNNConfig
 from greenflow.platform.registry import Registry
-
-POOL_FILE = "model_pool.json"
+from greenflow.platform.run_dir import RunDir
 
 
 @dataclass(frozen=True)
@@ -332,21 +328,12 @@ def train_pool(
     return ModelPool(dataset.name, features, ordered, baselines)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_pool(pool: ModelPool, run_dir: Path) -> dict[str, Any]:
-    """Write weights under ``run_dir/models/`` and ``run_dir/model_pool.json``; returns the JSON."""
-    model_dir = Path(run_dir) / "models"
-    model_dir.mkdir(parents=True, exist_ok=True)
+def save_pool(pool: ModelPool, run_dir: RunDir) -> dict[str, Any]:
+    """Write every model's weights and ``model_pool.json`` to the run; returns the JSON."""
     rows = []
     for name, entry in pool.entries.items():
-        path = model_dir / f"{name}.pt"
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(entry.model.state_dict(), tmp)
-        tmp.replace(path)
-        entry.weights, entry.sha256 = str(path.relative_to(run_dir)), _sha256(path)
+        entry.weights = run_dir.model_weights(name)
+        entry.sha256 = run_dir.write_weights(entry.weights, entry.model.state_dict())
         rows.append(
             {
                 "name": name,
@@ -372,28 +359,23 @@ def save_pool(pool: ModelPool, run_dir: Path) -> dict[str, Any]:
         "head_k": next((q.k for q in pool.baselines.values()), 10),
         "head_requests": next((q.requests for q in pool.baselines.values()), 0),
     }
-    (Path(run_dir) / POOL_FILE).write_text(json.dumps(doc, indent=2))
+    run_dir.write_model_pool(doc)
     return doc
 
 
-def load_pool(run_dir: Path) -> ModelPool:
+def load_pool(run_dir: RunDir) -> ModelPool:
     """Rebuild the pool from ``model_pool.json``; checks each weights file's sha256."""
-    path = Path(run_dir) / POOL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no model pool; run `greenflow train-cascade` first")
-    doc = json.loads(path.read_text())
+    doc = run_dir.read_model_pool()
     features = FeatureSet.from_dict(doc["features"])
     entries = {}
     for row in doc["models"]:
-        weights = Path(run_dir) / row["weights"]
-        if _sha256(weights) != row["sha256"]:
-            raise InputError(f"{weights}: sha256 does not match {POOL_FILE}")
+        state = run_dir.read_weights(row["weights"], row["sha256"])
         kind = MODEL_KINDS.get(row["name"])
         config = kind.config_cls(**{
             k: tuple(v) if isinstance(v, list) else v for k, v in row["config"].items()
         })  # fmt: skip
         model = kind.model_cls(features, config)
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.load_state_dict(state)
         model.eval()
         entries[row["name"]] = PoolEntry(
             row["name"], model, ModelFlops(row["flops_per_request"], row["flops_per_item"]),

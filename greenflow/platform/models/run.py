@@ -4,10 +4,8 @@ wall time and whatever the caller adds, such as the resolved configuration)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from greenflow.platform.chains import ChainSpace
@@ -19,20 +17,21 @@ from greenflow.platform.data.store import (
     read_meta,
 )
 from greenflow.platform.models.features import FeatureSet
-from greenflow.platform.models.pool import POOL_FILE, PoolConfig, save_pool, train_pool
+from greenflow.platform.models.pool import PoolConfig, save_pool, train_pool
+from greenflow.platform.run_dir import RunDir
 
 
 def train_and_save_pool(
-    data_dir: Path,
-    run_dir: Path,
+    run_dir: RunDir,
     config: PoolConfig,
     space: ChainSpace,
     log: Callable[[str], None] = print,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train every model of ``config`` stage by stage on the dataset prepared in
-    ``data_dir`` (head quality on its validation requests), save the weights under
-    ``run_dir`` and write ``run_dir/model_pool.json``; returns that document."""
+    the run's ``data/`` (head quality on its validation requests), save the weights and
+    write ``model_pool.json``; returns that document."""
+    data_dir = run_dir.data
     meta = read_meta(data_dir)
     dataset = load_dataset(data_dir)
     splits = load_user_splits(data_dir)
@@ -44,5 +43,5 @@ def train_and_save_pool(
     doc["horizon"] = read_horizon(data_dir)
     doc["train_wall_s"] = round(time.perf_counter() - t0, 1)
     doc.update(extra or {})
-    (Path(run_dir) / POOL_FILE).write_text(json.dumps(doc, indent=2))
+    run_dir.write_model_pool(doc)
     return doc

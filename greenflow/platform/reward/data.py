@@ -16,9 +16,7 @@ one pass and the loss gathers the observed ones.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +27,8 @@ import torch
 
 from greenflow.errors import InputError
 from greenflow.platform.chains import Chain, ChainSpace, StageSpace
-from greenflow.platform.data.store import read_meta
+from greenflow.platform.data.store import read_table
+from greenflow.platform.evaluation import mean_reward_per_chain
 from greenflow.platform.models.features import (
     Context,
     FeatureSet,
@@ -37,10 +36,7 @@ from greenflow.platform.models.features import (
     pad_histories,
     user_feature_table,
 )
-
-SIMULATION_FILE = "simulation.json"
-SAMPLES_DIR = "samples"
-POOL_FILE = "model_pool.json"
+from greenflow.platform.run_dir import SAMPLES_DIR, RunDir
 
 
 class EmptySplitError(InputError):
@@ -74,24 +70,32 @@ def chain_space_from_dict(data: dict[str, Any]) -> ChainSpace:
     )
 
 
-def load_simulated_chains(run_dir: Path) -> SimulatedChains:
+def load_simulated_chains(run_dir: RunDir) -> SimulatedChains:
     """Chains, their FLOPs and the chain space from ``simulation.json``."""
-    path = Path(run_dir) / SIMULATION_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no reward samples; run `greenflow simulate` first")
-    doc = json.loads(path.read_text())
+    doc = run_dir.read_simulation()
     space = chain_space_from_dict(doc["config"]["chains"])
     chains = tuple(Chain.parse(c["id"]) for c in doc["chains"])
     flops = np.array([float(c["flops"]) for c in doc["chains"]], dtype=np.float64)
     return SimulatedChains(space, chains, flops)
 
 
-def load_features(run_dir: Path) -> FeatureSet:
+def load_features(run_dir: RunDir) -> FeatureSet:
     """The FeatureSet of the run's model pool (vocabularies and max history length)."""
-    path = Path(run_dir) / POOL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no model pool; run `greenflow train-cascade` first")
-    return FeatureSet.from_dict(json.loads(path.read_text())["features"])
+    return FeatureSet.from_dict(run_dir.read_model_pool()["features"])
+
+
+def load_train_mean(run_dir: RunDir, num_chains: int) -> np.ndarray:
+    """(J,) mean true clicks of each chain over the reward (training) split's samples,
+    failed simulations skipped: EQUAL's choice offline and in serving."""
+    train = run_dir.read_samples(
+        columns=["chain_idx", "reward"],
+        filters=(pads.field("split") == "reward") & pads.field("error").is_null(),
+    )
+    return mean_reward_per_chain(
+        [np.asarray(x) for x in train["chain_idx"].to_pylist()],
+        [np.asarray(x) for x in train["reward"].to_pylist()],
+        num_chains,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,11 +134,9 @@ class RewardData:
         return ctx
 
 
-def user_table(run_dir: Path, features: FeatureSet) -> np.ndarray:
+def user_table(run_dir: RunDir, features: FeatureSet) -> np.ndarray:
     """(U+1, F_u) user feature codes indexed by user id (only the users table is read)."""
-    data_dir = Path(run_dir) / "data"
-    read_meta(data_dir)  # a clear error when the dataset was never prepared
-    return user_feature_table(pd.read_parquet(data_dir / "users.parquet"), features)
+    return user_feature_table(read_table(run_dir.data, "users"), features)
 
 
 def request_contexts(
@@ -157,19 +159,16 @@ def request_contexts(
 
 
 def load_reward_data(
-    run_dir: Path, split: str, features: FeatureSet, num_chains: int
+    run_dir: RunDir, split: str, features: FeatureSet, num_chains: int
 ) -> RewardData:
     """Requests of ``split`` ('reward' or 'eval') with their rewards, sorted by request id.
 
     Rows whose simulation failed (``error`` set) are skipped: they have no rewards.
     """
-    run_dir = Path(run_dir)
-    samples_dir = run_dir / SAMPLES_DIR
-    if not samples_dir.is_dir():
-        raise FileNotFoundError(f"{samples_dir}: no reward samples; run `greenflow simulate`")
-    table = pads.dataset(samples_dir, format="parquet").to_table(
+    samples_dir = run_dir.show(SAMPLES_DIR)
+    table = run_dir.read_samples(
         columns=["request_id", "user_id", "activity", "chain_idx", "reward", "expected_reward"],
-        filter=(pads.field("split") == split) & pads.field("error").is_null(),
+        filters=(pads.field("split") == split) & pads.field("error").is_null(),
     )
     # One chunk, so the list parent indices below are row numbers of the whole table.
     table = table.sort_by("request_id").combine_chunks()
@@ -192,8 +191,9 @@ def load_reward_data(
         expected[rows, cols] = pc.list_flatten(table["expected_reward"]).to_numpy()
 
     request_id = table["request_id"].to_numpy()
-    log = pd.read_parquet(
-        run_dir / "data" / "requests.parquet",
+    log = read_table(
+        run_dir.data,
+        "requests",
         columns=["request_id", "user_id", "history", "activity"],
         filters=[("split", "=", split)],
     ).set_index("request_id")

@@ -14,10 +14,8 @@ written back, so training one variant keeps the others' entries.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,11 +45,9 @@ from greenflow.platform.reward.model import (
     reward_flops_per_request,
 )
 from greenflow.platform.reward.store import (
-    REWARD_MODEL_FILE,
     check_variant,
     model_config_from_dict,
     save_reward_model,
-    write_json,
 )
 from greenflow.platform.reward.training import (
     RewardTrainConfig,
@@ -60,6 +56,7 @@ from greenflow.platform.reward.training import (
     predict,
     train_reward_model,
 )
+from greenflow.platform.run_dir import RunDir
 
 FIELD_RCE_RULE = (
     "Field-RCE = sum_z (|D_z|/|D|) |sum_{D_z}(y - y_hat)| / sum_{D_z} y over (request, chain) "
@@ -85,7 +82,7 @@ class RewardDataset:
         return encode_chains(self.chains.space, self.chains.chains)
 
 
-def load_training_data(run_dir: Path, config: RewardTrainConfig) -> RewardDataset:
+def load_training_data(run_dir: RunDir, config: RewardTrainConfig) -> RewardDataset:
     """Load and split the run's reward samples (see the module docstring)."""
     features = load_features(run_dir)
     chains = load_simulated_chains(run_dir)
@@ -163,11 +160,6 @@ def _rounded(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def read_reward_doc(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / REWARD_MODEL_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _evaluate_splits(
     model: RewardModel, data: RewardDataset, config: RewardTrainConfig
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -220,7 +212,7 @@ def _seed_summary(
 
 
 def train_reward_variants(
-    run_dir: Path,
+    run_dir: RunDir,
     variants: Sequence[str],
     model_config: RewardModelConfig,
     train_config: RewardTrainConfig,
@@ -237,7 +229,6 @@ def train_reward_variants(
     """
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
-    run_dir = Path(run_dir)
     names = [check_variant(v) for v in variants]
     data = load_training_data(run_dir, train_config)
     log(
@@ -292,9 +283,9 @@ def train_reward_variants(
                     f"(best epoch {res.best_epoch})")  # fmt: skip
             entries[name]["seeds"] = _seed_summary(runs, train_config.seed)
         entries[name] = _rounded(entries[name])
-    doc = read_reward_doc(run_dir)
+    doc = run_dir.read_reward_summary()
     doc.setdefault("variants", {}).update(entries)
-    doc["horizon"] = read_horizon(run_dir / "data")  # what the rewards count
+    doc["horizon"] = read_horizon(run_dir.data)  # what the rewards count
     # The allocator runs the "full" model: its overhead is the headline figure. FLOPs
     # depend on the architecture only, so the saved full config is enough.
     full = doc["variants"].get("full")
@@ -325,7 +316,7 @@ def train_reward_variants(
             **(extra or {}),
         }
     )
-    write_json(run_dir / REWARD_MODEL_FILE, doc)
+    run_dir.write_reward_summary(doc)
     return doc
 
 

@@ -15,14 +15,10 @@ Q's columns always mean what the allocator thinks they mean.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 
 from greenflow.errors import ConfigError, InputError
 from greenflow.platform.chains import Chain
@@ -39,11 +35,7 @@ from greenflow.platform.reward.data import (
 from greenflow.platform.reward.encoding import ChainEncoding, encode_chains
 from greenflow.platform.reward.model import VARIANTS, RewardModel, RewardModelConfig, VariantName
 from greenflow.platform.reward.training import RewardTrainConfig, predict
-
-REWARD_DIR = "reward"
-TUNE_DIR = "tune"
-TUNED_FILE = "reward_best.json"
-REWARD_MODEL_FILE = "reward_model.json"
+from greenflow.platform.run_dir import REWARD_TUNED, RunDir
 
 
 def check_variant(variant: str) -> VariantName:
@@ -54,20 +46,8 @@ def check_variant(variant: str) -> VariantName:
     return variant  # type: ignore[return-value]  # checked against the Literal's values
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write atomically (temporary file + rename): readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(path)
-
-
 def save_reward_model(
-    run_dir: Path,
+    run_dir: RunDir,
     model: RewardModel,
     features: FeatureSet,
     chains: SimulatedChains,
@@ -77,16 +57,12 @@ def save_reward_model(
 ) -> dict[str, Any]:
     """Write ``reward/<variant>.pt`` and its side file; returns the side file's content."""
     variant = model.config.variant
-    folder = Path(run_dir) / REWARD_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / f"{variant}.pt"
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(weights)
+    weights = run_dir.reward_weights(variant)
+    sha256 = run_dir.write_weights(weights, model.state_dict())
     doc = {
         "variant": variant,
-        "weights": str(weights.relative_to(run_dir)),
-        "sha256": _sha256(weights),
+        "weights": weights,
+        "sha256": sha256,
         "model_config": dataclasses.asdict(model.config),
         "train_config": dataclasses.asdict(train_config),
         "features": features.to_dict(),
@@ -95,7 +71,7 @@ def save_reward_model(
         "activity_bucket_edges": [float(e) for e in activity_edges],
         **(extra or {}),
     }
-    write_json(folder / f"{variant}.json", doc)
+    run_dir.write_json(run_dir.reward_side_file(variant), doc)
     return doc
 
 
@@ -115,41 +91,38 @@ class LoadedRewardModel(NamedTuple):
     meta: dict[str, Any]
 
 
-def load_reward_model(run_dir: Path, variant: str = "full") -> LoadedRewardModel:
+def load_reward_model(run_dir: RunDir, variant: str = "full") -> LoadedRewardModel:
     """Rebuild a trained reward model (eval mode) from ``reward/<variant>.{pt,json}``.
 
     Raises FileNotFoundError when it was never trained, ValueError when the weights do
     not match their sha256 or the chains no longer match ``simulation.json``.
     """
-    run_dir = Path(run_dir)
     variant = check_variant(variant)
-    side = run_dir / REWARD_DIR / f"{variant}.json"
-    if not side.is_file():
+    side = run_dir.reward_side_file(variant)
+    if not run_dir.is_file(side):
         raise FileNotFoundError(
-            f"{side}: no trained {variant!r} reward model; run `greenflow train-reward "
-            f"--variant {variant}`"
+            f"{run_dir.show(side)}: no trained {variant!r} reward model; run `greenflow "
+            f"train-reward --variant {variant}`"
         )
-    meta = json.loads(side.read_text())
-    weights = run_dir / meta["weights"]
-    if _sha256(weights) != meta["sha256"]:
-        raise InputError(f"{weights}: sha256 does not match {side}")
+    meta = run_dir.read_json(side)
+    state = run_dir.read_weights(meta["weights"], meta["sha256"])
     features = FeatureSet.from_dict(meta["features"])
     space = chain_space_from_dict(meta["chain_space"])
     simulated = load_simulated_chains(run_dir)
     if list(simulated.ids) != meta["chain_ids"]:
         raise InputError(
-            f"{side}: trained on {len(meta['chain_ids'])} chains that differ from "
+            f"{run_dir.show(side)}: trained on {len(meta['chain_ids'])} chains that differ from "
             f"simulation.json's {len(simulated.ids)}; retrain with `greenflow train-reward`"
         )
     model = RewardModel(features, space, model_config_from_dict(meta["model_config"]))
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     model.eval()
     encoding = encode_chains(space, [Chain.parse(c) for c in meta["chain_ids"]])
     return LoadedRewardModel(model, encoding, simulated, features, meta)
 
 
 def predict_rewards(
-    run_dir: Path, variant: str, requests: pd.DataFrame | str, batch_size: int = 512
+    run_dir: RunDir, variant: str, requests: pd.DataFrame | str, batch_size: int = 512
 ) -> np.ndarray:
     """Q (N, J) in estimated clicks, columns in ``simulation.json["chains"]`` order.
 
@@ -206,16 +179,11 @@ def configs_from_params(
     )
 
 
-def tuned_path(run_dir: Path) -> Path:
-    return Path(run_dir) / TUNE_DIR / TUNED_FILE
-
-
-def read_tuned(run_dir: Path) -> dict[str, Any] | None:
+def read_tuned(run_dir: RunDir) -> dict[str, Any] | None:
     """``tune/reward_best.json`` if present (its "params" are the flat best parameters)."""
-    path = tuned_path(run_dir)
-    if not path.is_file():
-        return None
-    doc = json.loads(path.read_text())
-    if not isinstance(doc.get("params"), dict):
-        raise InputError(f"{path}: no 'params' mapping; re-run `greenflow tune reward`")
+    doc = run_dir.read_reward_tuned()
+    if doc is not None and not isinstance(doc.get("params"), dict):
+        raise InputError(
+            f"{run_dir.show(REWARD_TUNED)}: no 'params' mapping; re-run `greenflow tune reward`"
+        )
     return doc

@@ -9,13 +9,14 @@ import pytest
 
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.online import online_pfec, read_calibration
+from greenflow.platform.run_dir import RunDir
 
 
-def _run_dir(tmp_path: Path) -> Path:
+def _run_dir(tmp_path: Path) -> RunDir:
     calibration = {"joules_per_flop": 1e-9, "device": "cpu:0", "source": "estimate"}
     (tmp_path / "pfec_calibration.json").write_text(json.dumps(calibration))
     (tmp_path / "reward_model.json").write_text(json.dumps({"overhead_flops_per_request": 10.0}))
-    return tmp_path
+    return RunDir(tmp_path)
 
 
 def _doc(policy: str) -> dict:
@@ -36,4 +37,4 @@ def test_only_greenflow_pays_for_its_reward_model(
 
 def test_without_a_calibration_the_error_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="greenflow pfec calibrate"):
-        read_calibration(tmp_path)
+        read_calibration(RunDir(tmp_path))

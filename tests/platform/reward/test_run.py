@@ -24,30 +24,31 @@ from greenflow.platform.reward.run import (
     load_training_data,
     train_reward_variants,
 )
-from greenflow.platform.reward.store import configs_from_params, tuned_path, write_json
+from greenflow.platform.reward.store import configs_from_params
 from greenflow.platform.reward.training import predict
+from greenflow.platform.run_dir import REWARD_TUNED, RunDir
 
 pytestmark = pytest.mark.usefixtures("no_ray")
 TINY = RewardTrainConfig(epochs=2, batch_size=16)
 
 
 @pytest.fixture()
-def run_dir(reward_run, tmp_path: Path) -> Path:
+def run_dir(reward_run, tmp_path: Path) -> RunDir:
     """A private copy: these tests write reward_model.json, weights and tune files."""
     target = tmp_path / "run"
-    shutil.copytree(reward_run.run_dir, target)
-    return target
+    shutil.copytree(reward_run.run_dir.local_path, target)
+    return RunDir(target)
 
 
-def cli(run_dir: Path, *words: str) -> int:
+def cli(run_dir: RunDir, *words: str) -> int:
     return main([*words, "--dataset", "synthetic", "--run-dir", str(run_dir)])
 
 
-def test_variant_all_writes_every_contract_key(run_dir: Path, capsys) -> None:
+def test_variant_all_writes_every_contract_key(run_dir: RunDir, capsys) -> None:
     assert cli(run_dir, "train-reward", "--variant", "all", "--epochs", "1") == 0
     out = capsys.readouterr().out
     assert "no tuned configuration" in out and "overhead" in out
-    doc = json.loads((run_dir / "reward_model.json").read_text())
+    doc = json.loads((run_dir.local_path / "reward_model.json").read_text())
     assert set(doc["variants"]) == set(VARIANTS)
     for name, entry in doc["variants"].items():
         assert {"val_loss", "mae", "field_rce"} <= set(entry), name
@@ -57,23 +58,23 @@ def test_variant_all_writes_every_contract_key(run_dir: Path, capsys) -> None:
         assert entry["eval"]["pairs"] == entry["eval"]["requests"] * doc["data"]["chains"]
         assert entry["epochs_run"] == 1 and entry["train_config"]["epochs"] == 1
         assert entry["model_config"]["recursive"] == VARIANTS[name].recursive
-        assert (run_dir / entry["weights"]).is_file()
-        assert (run_dir / "reward" / f"{name}.json").is_file()
+        assert (run_dir.local_path / entry["weights"]).is_file()
+        assert (run_dir.local_path / "reward" / f"{name}.json").is_file()
         assert name in out
     assert 0 < doc["overhead_flops_ratio"] < 1
     assert doc["overhead_flops_ratio"] == pytest.approx(
         doc["variants"]["full"]["overhead_flops_ratio"], rel=1e-4
     )
-    sim = json.loads((run_dir / "simulation.json").read_text())
+    sim = json.loads((run_dir.local_path / "simulation.json").read_text())
     assert doc["default_chain"]["flops"] == max(c["flops"] for c in sim["chains"])
     assert len(doc["activity_bucket_edges"]) <= 4
     assert "chain_mean" in doc["baselines"]
 
 
-def test_training_one_variant_keeps_the_others(run_dir: Path) -> None:
+def test_training_one_variant_keeps_the_others(run_dir: RunDir) -> None:
     base = RewardModelConfig()
     train_reward_variants(run_dir, ["plain", "full"], base, TINY, log=lambda _: None)
-    before = json.loads((run_dir / "reward_model.json").read_text())
+    before = json.loads((run_dir.local_path / "reward_model.json").read_text())
     doc = train_reward_variants(
         run_dir, ["full"], base, RewardTrainConfig(epochs=1), log=lambda _: None
     )
@@ -84,7 +85,7 @@ def test_training_one_variant_keeps_the_others(run_dir: Path) -> None:
         train_reward_variants(run_dir, ["best"], base, TINY, log=lambda _: None)
 
 
-def test_load_and_predict_round_trip(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_and_predict_round_trip(run_dir: RunDir, monkeypatch: pytest.MonkeyPatch) -> None:
     data = load_training_data(run_dir, TINY)
     train_reward_variants(run_dir, ["full"], RewardModelConfig(), TINY, log=lambda _: None)
 
@@ -110,42 +111,42 @@ def test_load_and_predict_round_trip(run_dir: Path, monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose(q, predict(model, encoding, data.eval), rtol=1e-6)
 
     # request-log rows, any order: same numbers for the same requests
-    log = pd.read_parquet(run_dir / "data" / "requests.parquet").set_index("request_id")
+    log = pd.read_parquet(run_dir.local_path / "data" / "requests.parquet").set_index("request_id")
     rows = log.loc[data.eval.request_id[::-1]].reset_index()
     np.testing.assert_allclose(predict_rewards(run_dir, "full", rows), q[::-1], rtol=1e-6)
     with pytest.raises(ValueError, match="user_id"):
         predict_rewards(run_dir, "full", rows.assign(user_id=10_000))
 
 
-def test_loading_refuses_missing_tampered_or_stale_models(run_dir: Path) -> None:
+def test_loading_refuses_missing_tampered_or_stale_models(run_dir: RunDir) -> None:
     with pytest.raises(FileNotFoundError, match="train-reward"):
         load_reward_model(run_dir, "plain")
     train_reward_variants(run_dir, ["plain"], RewardModelConfig(), TINY, log=lambda _: None)
-    sim_path = run_dir / "simulation.json"
+    sim_path = run_dir.local_path / "simulation.json"
     sim = json.loads(sim_path.read_text())
     sim["chains"] = sim["chains"][::-1]
     sim_path.write_text(json.dumps(sim))
     with pytest.raises(ValueError, match="differ"):
         load_reward_model(run_dir, "plain")
-    (run_dir / "reward" / "plain.pt").write_bytes(b"tampered")
+    (run_dir.local_path / "reward" / "plain.pt").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="sha256"):
         load_reward_model(run_dir, "plain")
 
 
-def test_train_reward_uses_the_tuned_config_unless_told_not_to(run_dir: Path, capsys) -> None:
+def test_train_reward_uses_the_tuned_config_unless_told_not_to(run_dir: RunDir, capsys) -> None:
     params = {"lr": 0.004, "state_dim": 8, "bases": "log1p,exp", "epochs": 1}
-    write_json(tuned_path(run_dir), {"params": params, "val_loss": 0.5})
+    run_dir.write_reward_tuned({"params": params, "val_loss": 0.5})
     assert cli(run_dir, "train-reward") == 0
     assert "using the tuned configuration" in capsys.readouterr().out
-    side = json.loads((run_dir / "reward" / "full.json").read_text())
+    side = json.loads((run_dir.local_path / "reward" / "full.json").read_text())
     assert (
         side["model_config"]["bases"] == ["log1p", "exp"] and side["model_config"]["state_dim"] == 8
     )
-    assert side["train_config"]["lr"] == 0.004 and side["tuned_from"] == str(tuned_path(run_dir))
+    assert side["train_config"]["lr"] == 0.004 and side["tuned_from"] == run_dir.show(REWARD_TUNED)
 
     assert cli(run_dir, "train-reward", "--no-tuned", "--epochs", "1") == 0
     assert "using the tuned" not in capsys.readouterr().out
-    side = json.loads((run_dir / "reward" / "full.json").read_text())
+    side = json.loads((run_dir.local_path / "reward" / "full.json").read_text())
     assert side["model_config"]["state_dim"] == RewardModelConfig().state_dim
     assert side["tuned_from"] is None
 
@@ -160,7 +161,7 @@ def test_configs_from_params_rejects_unknown_and_ablation_keys() -> None:
             configs_from_params(bad, RewardModelConfig(), RewardTrainConfig())
 
 
-def test_ablation_table_lists_every_trained_variant(run_dir: Path) -> None:
+def test_ablation_table_lists_every_trained_variant(run_dir: RunDir) -> None:
     doc = train_reward_variants(run_dir, list(VARIANTS), RewardModelConfig(), TINY, lambda _: None)
     table = format_ablation_table(doc)
     for name in (*VARIANTS, "chain-mean"):
@@ -181,7 +182,7 @@ def test_reward_commands_explain_themselves(words: list[str], capsys) -> None:
     assert "usage: greenflow" in out and len(out.splitlines()) > 3
 
 
-def test_seeds_record_the_spread_and_keep_the_first_model(run_dir: Path) -> None:
+def test_seeds_record_the_spread_and_keep_the_first_model(run_dir: RunDir) -> None:
     doc = train_reward_variants(
         run_dir, ["plain"], RewardModelConfig(), TINY, log=lambda _: None, seeds=2
     )
