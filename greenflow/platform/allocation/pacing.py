@@ -72,8 +72,8 @@ class WindowPacer:
     ) -> float | None:
         """Least λ (clicks/FLOP) at which the ``arriving`` batch and the requests planned
         after it, like the sample, spend at most ``free_flops`` less the reserve; None
-        with too few rows. ``inf`` when even the cheapest chains do not fit (the guard
-        then takes over).
+        with too few rows, or when even the cheapest chains do not fit (the nearline λ
+        and the guard then decide; a price stays finite, so it can be reported).
 
         The plan counts ``PACE_SIGMAS_BELOW`` standard deviations fewer later requests
         than the ``expected_later`` mean, and keeps ``reserve_sigmas`` √n cheapest chains
@@ -86,6 +86,6 @@ class WindowPacer:
         cheapest = float(self.q.min())
         per_request = (free_flops - reserve_sigmas * math.sqrt(planned) * cheapest) / planned
         if per_request < cheapest:
-            return math.inf
+            return None
         sample = np.stack(self._rows)
         return solve_exact(sample, self.q, per_request * sample.shape[0]).dual_price

@@ -36,8 +36,8 @@ def test_pacer_prices_the_free_budget_over_the_planned_requests() -> None:
     reserve = math.sqrt(planned) * Q_FLOPS.min()
     free = 1.5 * planned + reserve
     assert pacer.price(free, 1, later, reserve_sigmas=1.0) == pytest.approx(0.3)
-    # below the cheapest chain for everyone: the guard's business
-    assert pacer.price(0.5, 1, 0.0, reserve_sigmas=0.0) == math.inf
+    # below the cheapest chain for everyone: the nearline λ and the guard's business
+    assert pacer.price(0.5, 1, 0.0, reserve_sigmas=0.0) is None
 
 
 def test_pacer_waits_for_enough_rows_and_keeps_the_newest() -> None:
@@ -74,6 +74,18 @@ def test_a_quiet_window_spends_its_budget_on_its_last_requests() -> None:
     assert spend[False] == 1 + 3 + 1 + 3 + 1  # λ fixed: the dear chain for gains > 0.5 only
     assert spend[True] > spend[False]
     assert spend[True] <= budget.flops_per_s()
+
+
+def test_an_exhausted_window_reports_a_finite_price() -> None:
+    """The price goes into every answer's JSON: never inf, even with no budget left."""
+    clock_s = [0.0]
+    alloc = OnlineAllocator(Q_FLOPS, ComputeBudget("flops", 4.0), 1.0, initial_price=0.25,
+                            clock=lambda: clock_s[0])  # fmt: skip
+    for i in range(40):  # 40 requests on a budget of 4 FLOPs a window
+        clock_s[0] = i * 0.02
+        d = alloc.decide(two_chain_rows([0.6]))
+        assert math.isfinite(d.dual_price)
+    assert d.choice[0] == 0 and d.guarded[0]  # the cheap chain, by the guard
 
 
 def test_pacing_uses_more_of_the_budget_and_earns_more() -> None:
