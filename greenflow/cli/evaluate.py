@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> None:
     """Sweep every policy over the budgets; print the summary and the headline."""
-    from greenflow.simulators.evaluate import format_headline, format_summary, run_evaluation
+    from greenflow.platform.evaluation_report import format_headline, format_summary
+    from greenflow.simulators.evaluate import run_evaluation
 
     doc = run_evaluation(config, evaluation, log)
     run_dir = config.run_dir
