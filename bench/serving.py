@@ -21,6 +21,10 @@ Targets: added p99 ≤ 5 ms; allocator FLOPs ≤ 3% of the cascade's; app sequen
 budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
 
     .venv/bin/python bench/serving.py --run-dir runs/movielens-100k
+    .venv/bin/python bench/serving.py --run-dir runs/movielens-100k --parts d  # (d) alone
+
+``--parts`` picks what runs (``abcd`` by default; (a) and (b) come from the same requests).
+``bench_serving.json`` gets the keys of the parts that ran.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ def sequential(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     return {"latency": latency, "allocation": alloc, "flops": flops}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+# The app's limits (StageModel, Allocator): the floor must queue and route as the app does.
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class FloorStage:
     """A stage that does no model work: the first k candidates (or item ids) back."""
 
@@ -78,10 +83,11 @@ class FloorStage:
         return {"items": candidates[: request["k"]], "flops": 0.0}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class FloorIngress:
     """The allocator's place in the topology: parse, call three stages in turn, answer
-    (a plain Serve ingress: Starlette's request, no FastAPI — a floor, not a rival app)."""
+    (a plain Serve ingress: Starlette's request, no FastAPI — a floor, not a rival app).
+    Answers each stage call's wall time (ms) as the app does, for the per-hop breakdown."""
 
     def __init__(self, recall: DeploymentHandle, prerank: DeploymentHandle,
                  rank: DeploymentHandle) -> None:  # fmt: skip
@@ -90,11 +96,14 @@ class FloorIngress:
     async def __call__(self, request) -> dict[str, Any]:  # noqa: ANN001 (starlette Request)
         body = json.loads(await request.body())
         candidates = None
+        stage_ms = []
         for handle, k in self.stages:
+            start = time.perf_counter()
             out = await handle.score.remote({"user": body["user_id"], "history": body.get(
                 "history"), "candidates": candidates, "k": k})  # fmt: skip
+            stage_ms.append({"call": (time.perf_counter() - start) * 1e3, "compute": 0.0})
             candidates = out["items"]
-        return {"items": candidates, "flops": 0.0}
+        return {"items": candidates, "flops": 0.0, "allocation_ms": 0.0, "stage_ms": stage_ms}
 
 
 def floor_app() -> Application:
@@ -177,7 +186,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8021)
     parser.add_argument("--sweep-seconds", type=float, default=10.0,
                         help="seconds per client level of the floor/app sweep (d)")  # fmt: skip
+    parser.add_argument("--parts", default="abcd",
+                        help="which parts to run: any of a, b, c, d (a and b run together)")  # fmt: skip
     args = parser.parse_args()
+    parts = set(args.parts)
+    if not parts or parts - set("abcd"):
+        parser.error(f"--parts takes letters of 'abcd', got {args.parts!r}")
     run_dir = args.run_dir.resolve()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     sim = json.loads((run_dir / "simulation.json").read_text())
@@ -187,10 +201,34 @@ def main() -> None:
     frame = load_requests(run_dir / "data", "eval").head(args.requests)
     bodies = [{"user_id": int(r.user_id), "history": [int(i) for i in r.history]}
               for r in frame.itertuples()]  # fmt: skip
+    table: dict[str, Any] = {}
+    if parts & set("ab"):
+        table.update(latency_and_flops(run_dir, bodies, sim, roomy, args.port))
+    if "c" in parts:
+        # (c) equal budget: half of everyone-full at 10 req/s, as `greenflow loadtest` uses.
+        budget = {"budget_flops_per_s": 0.5 * float(q.max()) * 10.0, "window_s": 2.0}
+        table["throughput_rps_at_equal_budget"] = {
+            policy: throughput(run_dir, policy, budget, bodies, args)
+            for policy in ("greenflow", "equal")
+        }
+    if "d" in parts:
+        table.update(floor_and_app(run_dir, bodies, roomy, args.port, args.sweep_seconds))
+    print(json.dumps(table, indent=2))
+    report(table, args.clients)
+    out = run_dir / "bench_serving.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **table}, indent=2))  # parts not run keep their keys
+    print(f"-> {out}")
+    ray.shutdown()
+
+
+def latency_and_flops(run_dir: Path, bodies: list[dict[str, Any]], sim: dict[str, Any],
+                      roomy: dict[str, float], port: int) -> dict[str, Any]:  # fmt: skip
+    """(a) and (b): the same sequential requests against GreenFlow and a fixed full chain."""
     results: dict[str, Any] = {}
     for name, policy in (("greenflow", "greenflow"), ("fixed", f"fixed:{sim['chains'][-1]['id']}")):
         app = AppArgs(run_dir=str(run_dir), policy=policy, **roomy)
-        url = deploy(app, port=args.port)
+        url = deploy(app, port=port)
         try:
             for body in bodies[:20]:  # warm-up: first calls load code paths and caches
                 post(url, body)
@@ -200,7 +238,7 @@ def main() -> None:
     g, f = results["greenflow"], results["fixed"]
     reward_doc = json.loads((run_dir / "reward_model.json").read_text())
     alloc_flops = float(reward_doc["overhead_flops_per_request"])
-    table = {
+    return {
         "allocation_ms": {"p50": pct(g["allocation"], 50), "p99": pct(g["allocation"], 99)},
         "greenflow_latency_ms": {"p50": pct(g["latency"], 50), "p99": pct(g["latency"], 99)},
         "fixed_latency_ms": {
@@ -212,69 +250,82 @@ def main() -> None:
         "cascade_flops_per_request": statistics.fmean(g["flops"]),
         "allocator_flops_pct": 100 * alloc_flops / statistics.fmean(g["flops"]),
     }
-    # (c) equal budget: half of everyone-full at 10 req/s, as `greenflow loadtest` uses.
-    budget = {"budget_flops_per_s": 0.5 * float(q.max()) * 10.0, "window_s": 2.0}
-    throughput = {}
-    for policy in ("greenflow", "equal"):
-        app = AppArgs(run_dir=str(run_dir), policy=policy, **budget)
-        url = deploy(app, port=args.port)
-        try:
-            throughput[policy] = closed_loop(url, bodies, args.clients, args.seconds)
-        finally:
-            teardown(app.app_name)
-    table["throughput_rps_at_equal_budget"] = throughput
-    # (d) the floor and the app, the same client levels, one after the other
+
+
+def throughput(run_dir: Path, policy: str, budget: dict[str, float],
+               bodies: list[dict[str, Any]], args: argparse.Namespace) -> float:  # fmt: skip
+    """(c) closed-loop requests/s of one policy."""
+    app = AppArgs(run_dir=str(run_dir), policy=policy, **budget)
+    url = deploy(app, port=args.port)
+    try:
+        return closed_loop(url, bodies, args.clients, args.seconds)
+    finally:
+        teardown(app.app_name)
+
+
+def floor_and_app(run_dir: Path, bodies: list[dict[str, Any]], roomy: dict[str, float],
+                  port: int, seconds: float) -> dict[str, Any]:  # fmt: skip
+    """(d) the floor and the app, the same client levels, one after the other."""
+    table: dict[str, Any] = {}
+    serve.start(http_options={"host": "127.0.0.1", "port": port})  # the proxy, if (a) did not
     serve.run(floor_app(), name="floor", route_prefix="/floor")
     try:
-        floor_url = f"http://127.0.0.1:{args.port}/floor"
+        floor_url = f"http://127.0.0.1:{port}/floor"
         for body in bodies[:20]:
             post(floor_url, body)
-        table["floor"], _ = sweep(floor_url, bodies, args.sweep_seconds)
+        table["floor"], floor_single = sweep(floor_url, bodies, seconds)
     finally:
         serve.delete("floor")
     app = AppArgs(run_dir=str(run_dir), policy="greenflow", **roomy)
-    url = deploy(app, port=args.port)
+    url = deploy(app, port=port)
     try:
         for body in bodies[:20]:
             post(url, body)
-        table["app"], single = sweep(url, bodies, args.sweep_seconds)
+        table["app"], single = sweep(url, bodies, seconds)
     finally:
         teardown(app.app_name)
     table["breakdown_ms"] = breakdown(single)
+    table["floor_breakdown_ms"] = breakdown(floor_single)
     table["ratios"] = {
         "p50_c1_app_over_floor": table["app"]["p50_ms_c1"] / table["floor"]["p50_ms_c1"],
         "max_rps_app_over_floor": table["app"]["max_rps"] / table["floor"]["max_rps"],
         "targets": {"p50_c1_app_over_floor": "<= 1.5", "max_rps_app_over_floor": ">= 0.8"},
     }
-    print(json.dumps(table, indent=2))
-    a = table["allocation_ms"]
-    print(f"\n(a) allocator added latency: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
-          f"(target p99 <= 5 ms); end to end p50/p99: greenflow "
-          f"{table['greenflow_latency_ms']['p50']:.1f}/{table['greenflow_latency_ms']['p99']:.1f} ms, "
-          f"fixed {table['fixed_latency_ms']['p50']:.1f}/{table['fixed_latency_ms']['p99']:.1f} ms")  # fmt: skip
-    print(f"(b) allocator FLOPs: {alloc_flops:,.0f} per request = "
-          f"{table['allocator_flops_pct']:.3f}% of the cascade's {table['cascade_flops_per_request']:,.0f} "
-          f"(target <= 3%)")  # fmt: skip
-    print(f"(c) throughput at equal budget, {args.clients} clients: greenflow "
-          f"{throughput['greenflow']:.1f} req/s, equal {throughput['equal']:.1f} req/s "
-          f"({throughput['greenflow'] / throughput['equal']:.2f}x)")  # fmt: skip
-    fl, ap, br = table["floor"], table["app"], table["breakdown_ms"]
-    for name, d in (("floor", fl), ("app", ap)):
-        print(f"(d) {name:<5} " + "  ".join(
-            f"c{c}: p50 {d[f'p50_ms_c{c}']:.1f} / p99 {d[f'p99_ms_c{c}']:.1f} ms, "
-            f"{d[f'rps_c{c}']:.1f} req/s" for c in CLIENT_LEVELS))  # fmt: skip
-    r = table["ratios"]
-    print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
-          f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
-    print(f"    app, one client, median ms: end to end {br['end_to_end']:.1f} = allocation "
-          f"{br['allocation']:.1f} + stage calls "
-          + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(br["stage_call"],
-                                                                  br["stage_model"], strict=True))
-          + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
-    out = run_dir / "bench_serving.json"
-    out.write_text(json.dumps(table, indent=2))
-    print(f"-> {out}")
-    ray.shutdown()
+    return table
+
+
+def report(table: dict[str, Any], clients: int) -> None:
+    """The human summary of the parts in ``table``."""
+    if "allocation_ms" in table:
+        a = table["allocation_ms"]
+        print(f"\n(a) allocator added latency: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
+              f"(target p99 <= 5 ms); end to end p50/p99: greenflow "
+              f"{table['greenflow_latency_ms']['p50']:.1f}/{table['greenflow_latency_ms']['p99']:.1f} ms, "
+              f"fixed {table['fixed_latency_ms']['p50']:.1f}/{table['fixed_latency_ms']['p99']:.1f} ms")  # fmt: skip
+        print(f"(b) allocator FLOPs: {table['allocator_flops_per_request']:,.0f} per request = "
+              f"{table['allocator_flops_pct']:.3f}% of the cascade's "
+              f"{table['cascade_flops_per_request']:,.0f} (target <= 3%)")  # fmt: skip
+    if "throughput_rps_at_equal_budget" in table:
+        t = table["throughput_rps_at_equal_budget"]
+        print(f"(c) throughput at equal budget, {clients} clients: greenflow "
+              f"{t['greenflow']:.1f} req/s, equal {t['equal']:.1f} req/s "
+              f"({t['greenflow'] / t['equal']:.2f}x)")  # fmt: skip
+    if "floor" in table:
+        fl, ap = table["floor"], table["app"]
+        for name, d in (("floor", fl), ("app", ap)):
+            print(f"(d) {name:<5} " + "  ".join(
+                f"c{c}: p50 {d[f'p50_ms_c{c}']:.1f} / p99 {d[f'p99_ms_c{c}']:.1f} ms, "
+                f"{d[f'rps_c{c}']:.1f} req/s" for c in CLIENT_LEVELS))  # fmt: skip
+        r = table["ratios"]
+        print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
+              f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
+        for name, key in (("app", "breakdown_ms"), ("floor", "floor_breakdown_ms")):
+            br = table[key]
+            print(f"    {name}, one client, median ms: end to end {br['end_to_end']:.1f} = "
+                  f"allocation {br['allocation']:.1f} + stage calls "
+                  + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(
+                      br["stage_call"], br["stage_model"], strict=True))
+                  + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
