@@ -138,17 +138,22 @@ def concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: fl
     return {"latency": flat, "docs": [d for ds in docs for d in ds], "rps": len(flat) / wall}
 
 
-def sweep(url: str, bodies: list[dict[str, Any]], seconds: float) -> tuple[dict[str, float],
+def sweep(url: str, bodies: list[dict[str, Any]], seconds: float) -> tuple[dict[str, Any],
                                                                             list[dict[str, Any]]]:  # fmt: skip
     """p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s, and the
     answers of the single client."""
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     single: list[dict[str, Any]] = []
     for clients in CLIENT_LEVELS:
         run = concurrent(url, bodies, clients, seconds)
         out[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
         out[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
         out[f"rps_c{clients}"] = run["rps"]
+        if run["docs"] and "batch" in run["docs"][0]["stage_ms"][0]:  # the app's stages
+            out[f"stage_batch_c{clients}"] = [  # mean requests per model batch, per stage
+                statistics.fmean(d["stage_ms"][s]["batch"] for d in run["docs"])
+                for s in range(len(run["docs"][0]["stage_ms"]))
+            ]
         if clients == 1:
             single = [{**d, "latency_ms": ms} for d, ms in zip(run["docs"], run["latency"],
                                                                strict=True)]  # fmt: skip

@@ -51,6 +51,7 @@ class StageResult:
     items: list[int]  # at most k item ids, best first
     flops: float  # FLOPs this request cost the stage
     compute_ms: float = 0.0  # wall time of the model on the batch this request was in, ms
+    batch: int = 1  # requests in that batch
 
 
 class StageScorer:

@@ -311,7 +311,8 @@ class Allocator:
     async def _run_chain(
         self, req: ResolvedRequest, chain: Chain
     ) -> tuple[list[int], float, list[dict[str, float]]]:
-        """Items, FLOPs, and per stage the call's wall time and the model's (ms)."""
+        """Items, FLOPs, and per stage the call's wall time and the model's (ms) and the
+        size of the model's batch."""
         candidates: list[int] | None = None
         flops = 0.0
         timing: list[dict[str, float]] = []
@@ -327,7 +328,7 @@ class Allocator:
                 raise StageFailure(action.model, err, flops) from err
             candidates, flops = result.items, flops + result.flops
             timing.append({"call": (time.perf_counter() - start) * 1e3,
-                           "compute": result.compute_ms})  # fmt: skip
+                           "compute": result.compute_ms, "batch": result.batch})  # fmt: skip
         return (candidates or [])[: req.k], flops, timing
 
     # -- HTTP ----------------------------------------------------------------------------
