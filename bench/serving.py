@@ -9,13 +9,15 @@
     request GreenFlow served.
 (c) Throughput at equal budget: closed loop, ``--clients`` concurrent clients for
     ``--seconds`` s against GreenFlow and EQUAL deployed with the same FLOPs budget.
-(d) The Serve floor: the same topology with no model work (HTTP proxy → a FastAPI
-    ingress → three chained stage deployments, the app's CPU shares) against the app, at
-    1, 4 and 16 concurrent clients: p50/p99 latency and requests/s, the best throughput,
-    and where the app's time goes per request (``allocation_ms``: validation, reward
-    model, decision; per stage the call's wall time and the model's, from ``stage_ms``;
-    the rest is HTTP, the proxy and serialisation). Written as ``"floor"``, ``"app"``,
-    ``"breakdown_ms"`` and ``"ratios"``.
+(d) The Serve floor: the same topology with no model work (HTTP proxy → a plain
+    ingress → three chained stage deployments, the app's CPU shares and request limits)
+    against the app, both deployed and taking turns (``--sweep-rounds`` slices per level),
+    at 1, 4 and 16 concurrent clients: p50/p99 latency and requests/s, the best
+    throughput, and where the time goes per request, the floor's and the app's
+    (``allocation_ms``: validation, reward model, decision; per stage the call's wall time
+    and the model's, from ``stage_ms``; the rest is HTTP, the proxy and serialisation).
+    Written as ``"floor"``, ``"app"``, ``"breakdown_ms"``, ``"floor_breakdown_ms"`` and
+    ``"ratios"``.
 Targets: added p99 ≤ 5 ms; allocator FLOPs ≤ 3% of the cascade's; app sequential p50 ≤
 1.5× the floor's and best throughput ≥ 0.8× the floor's. (The spike target — windows over
 budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
@@ -24,13 +26,14 @@ budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
     .venv/bin/python bench/serving.py --run-dir runs/movielens-100k --parts d  # (d) alone
 
 ``--parts`` picks what runs (``abcd`` by default; (a) and (b) come from the same requests).
-``bench_serving.json`` gets the keys of the parts that ran.
+``bench_serving.json`` gets the keys of the parts that ran (the others' keys are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -135,29 +138,45 @@ def concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: fl
         th.join(timeout=seconds + 60)
     wall = time.monotonic() - t0
     flat = [x for xs in latency for x in xs]
-    return {"latency": flat, "docs": [d for ds in docs for d in ds], "rps": len(flat) / wall}
+    docs_flat = [d for ds in docs for d in ds]
+    return {"latency": flat, "docs": docs_flat, "rps": len(flat) / wall, "wall_s": wall}
 
 
-def sweep(url: str, bodies: list[dict[str, Any]], seconds: float) -> tuple[dict[str, Any],
-                                                                            list[dict[str, Any]]]:  # fmt: skip
-    """p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s, and the
-    answers of the single client."""
-    out: dict[str, Any] = {}
-    single: list[dict[str, Any]] = []
+def sweep(urls: dict[str, str], bodies: list[dict[str, Any]], seconds: float, rounds: int,
+          ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+    """Per target: p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s,
+    and the answers of the single client (each with its ``latency_ms``).
+
+    At each client level the targets take turns, ``rounds`` slices of ``seconds / rounds``
+    each, so a change in the machine's load (other work on a shared node) falls on all of
+    them alike rather than on whichever ran second.
+    """
+    out: dict[str, dict[str, Any]] = {name: {} for name in urls}
+    single: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     for clients in CLIENT_LEVELS:
-        run = concurrent(url, bodies, clients, seconds)
-        out[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
-        out[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
-        out[f"rps_c{clients}"] = run["rps"]
-        if run["docs"] and "batch" in run["docs"][0]["stage_ms"][0]:  # the app's stages
-            out[f"stage_batch_c{clients}"] = [  # mean requests per model batch, per stage
-                statistics.fmean(d["stage_ms"][s]["batch"] for d in run["docs"])
-                for s in range(len(run["docs"][0]["stage_ms"]))
-            ]
-        if clients == 1:
-            single = [{**d, "latency_ms": ms} for d, ms in zip(run["docs"], run["latency"],
-                                                               strict=True)]  # fmt: skip
-    out["max_rps"] = max(out[f"rps_c{c}"] for c in CLIENT_LEVELS)
+        runs = {name: {"latency": [], "docs": [], "wall_s": 0.0} for name in urls}
+        for _ in range(rounds):
+            for name, url in urls.items():
+                run = concurrent(url, bodies, clients, seconds / rounds)
+                runs[name]["latency"] += run["latency"]
+                runs[name]["docs"] += run["docs"]
+                runs[name]["wall_s"] += run["wall_s"]
+        for name, run in runs.items():
+            o = out[name]
+            o[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
+            o[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
+            o[f"rps_c{clients}"] = len(run["latency"]) / run["wall_s"]
+            docs = run["docs"]
+            if docs and "batch" in docs[0]["stage_ms"][0]:  # the app's stages
+                o[f"stage_batch_c{clients}"] = [  # mean requests per model batch, per stage
+                    statistics.fmean(d["stage_ms"][s]["batch"] for d in docs)
+                    for s in range(len(docs[0]["stage_ms"]))
+                ]
+            if clients == 1:
+                single[name] = [{**d, "latency_ms": ms} for d, ms in zip(docs, run["latency"],
+                                                                         strict=True)]  # fmt: skip
+    for o in out.values():
+        o["max_rps"] = max(o[f"rps_c{c}"] for c in CLIENT_LEVELS)
     return out, single
 
 
@@ -191,6 +210,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8021)
     parser.add_argument("--sweep-seconds", type=float, default=10.0,
                         help="seconds per client level of the floor/app sweep (d)")  # fmt: skip
+    parser.add_argument("--sweep-rounds", type=int, default=4,
+                        help="turns the floor and the app take per client level (d)")  # fmt: skip
     parser.add_argument("--parts", default="abcd",
                         help="which parts to run: any of a, b, c, d (a and b run together)")  # fmt: skip
     args = parser.parse_args()
@@ -198,7 +219,10 @@ def main() -> None:
     if not parts or parts - set("abcd"):
         parser.error(f"--parts takes letters of 'abcd', got {args.parts!r}")
     run_dir = args.run_dir.resolve()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    # (d) holds the floor and the app at once: 2.25 logical CPUs of shares. Logical CPUs
+    # only place actors; both still share the node's real cores.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
     sim = json.loads((run_dir / "simulation.json").read_text())
     q = np.array([c["flops"] for c in sim["chains"]])
     # Big budget for (a): the guard never acts, so latency is the allocator's and the stages'.
@@ -217,7 +241,8 @@ def main() -> None:
             for policy in ("greenflow", "equal")
         }
     if "d" in parts:
-        table.update(floor_and_app(run_dir, bodies, roomy, args.port, args.sweep_seconds))
+        table.update(floor_and_app(run_dir, bodies, roomy, args.port, args.sweep_seconds,
+                                   args.sweep_rounds))  # fmt: skip
     print(json.dumps(table, indent=2))
     report(table, args.clients)
     out = run_dir / "bench_serving.json"
@@ -269,28 +294,24 @@ def throughput(run_dir: Path, policy: str, budget: dict[str, float],
 
 
 def floor_and_app(run_dir: Path, bodies: list[dict[str, Any]], roomy: dict[str, float],
-                  port: int, seconds: float) -> dict[str, Any]:  # fmt: skip
-    """(d) the floor and the app, the same client levels, one after the other."""
+                  port: int, seconds: float, rounds: int) -> dict[str, Any]:  # fmt: skip
+    """(d) the floor and the app, both deployed, taking turns at each client level."""
     table: dict[str, Any] = {}
     serve.start(http_options={"host": "127.0.0.1", "port": port})  # the proxy, if (a) did not
     serve.run(floor_app(), name="floor", route_prefix="/floor")
+    app = AppArgs(run_dir=str(run_dir), policy="greenflow", **roomy)
     try:
-        floor_url = f"http://127.0.0.1:{port}/floor"
-        for body in bodies[:20]:
-            post(floor_url, body)
-        table["floor"], floor_single = sweep(floor_url, bodies, seconds)
+        urls = {"floor": f"http://127.0.0.1:{port}/floor", "app": deploy(app, port=port)}
+        for url in urls.values():
+            for body in bodies[:20]:  # warm-up: first calls load code paths and caches
+                post(url, body)
+        measured, single = sweep(urls, bodies, seconds, rounds)
     finally:
         serve.delete("floor")
-    app = AppArgs(run_dir=str(run_dir), policy="greenflow", **roomy)
-    url = deploy(app, port=port)
-    try:
-        for body in bodies[:20]:
-            post(url, body)
-        table["app"], single = sweep(url, bodies, seconds)
-    finally:
         teardown(app.app_name)
-    table["breakdown_ms"] = breakdown(single)
-    table["floor_breakdown_ms"] = breakdown(floor_single)
+    table.update(measured)
+    table["breakdown_ms"] = breakdown(single["app"])
+    table["floor_breakdown_ms"] = breakdown(single["floor"])
     table["ratios"] = {
         "p50_c1_app_over_floor": table["app"]["p50_ms_c1"] / table["floor"]["p50_ms_c1"],
         "max_rps_app_over_floor": table["app"]["max_rps"] / table["floor"]["max_rps"],

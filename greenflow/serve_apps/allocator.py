@@ -54,6 +54,7 @@ from greenflow.platform.serving import (
 )
 from greenflow.platform.stage import StageRequest, StageResult
 from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS
+from greenflow.serve_apps.batching import MicroBatcher
 from greenflow.serve_apps.driver import DriverConfig, start_driver
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class Allocator:
         self._latency.set_default_tags(tags)
         self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
         self._overhead_flops = self.assets.allocator_flops_per_request
+        self._allocator = MicroBatcher(self._allocate, max_batch=32)
 
     # -- background: λ poll and report flush ---------------------------------------------
     def _ensure_loop(self) -> None:
@@ -288,8 +290,8 @@ class Allocator:
         self._buffer.append((decision.window_start_s, Q, j, flops, bool(decision.guarded[0])))
 
     # -- allocation ----------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # batch only what is queued
-    async def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
+    def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
+        """Q and the decision of each request of a batch (``self._allocator``: what queued)."""
         if self.fixed is None:
             Q = self.scorer(requests)  # (B, J) in one pass: ~29k FLOPs per request
         else:  # a baseline needs no estimates: it costs what an app without allocator costs
@@ -321,8 +323,9 @@ class Allocator:
             call = self.stages[action.model].score.remote(
                 StageRequest(req.user_feats.tolist(), req.history, candidates, action.k), stage
             )
-            try:
-                result: StageResult = await asyncio.wait_for(call, self.config.stage_timeout_s)
+            try:  # asyncio.timeout, not wait_for: no task per call
+                async with asyncio.timeout(self.config.stage_timeout_s):
+                    result: StageResult = await call
             except Exception as err:
                 call.cancel()
                 raise StageFailure(action.model, err, flops) from err
@@ -352,7 +355,7 @@ class Allocator:
             return _error(404 if isinstance(err, UnknownUserError) else 422, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
         allocation_start = time.perf_counter()
-        Q, decision = await self._allocate(req)
+        Q, decision = await self._allocator(req)
         allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
