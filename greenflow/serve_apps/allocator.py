@@ -3,7 +3,8 @@
 Per ``POST /recommend``: validate the body, build the request context, score every chain
 with the reward model (batched over concurrent requests), choose j* = argmax (Q − λq) with
 the locally cached λ (or the baseline's fixed chain), apply the predictive spend guard,
-route through the chosen models' deployments, and answer items, chain, FLOPs and λ. The
+route through the chosen models' deployments (``chain_runner``; the first stage's call
+goes out before the choice when every chain starts with the same model), and answer items, chain, FLOPs and λ. The
 samples (Q_i·, chosen chain, spend) go to the nearline driver in batches from a background
 task, never on the request's critical path; λ is polled from the driver the same way. If
 the driver is down the replica keeps serving with its last λ and keeps the reports until
@@ -43,7 +44,6 @@ from greenflow.platform.allocation.arrival_plan import MAX_STEPS as MAX_PLAN_STE
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
-from greenflow.platform.chains import Chain
 from greenflow.platform.serving import (
     MAX_HISTORY_IDS,
     RequestError,
@@ -52,9 +52,9 @@ from greenflow.platform.serving import (
     UnknownUserError,
     load_serving_assets,
 )
-from greenflow.platform.stage import StageRequest, StageResult
 from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS
 from greenflow.serve_apps.batching import MicroBatcher
+from greenflow.serve_apps.chain_runner import ChainRunner, StageFailure
 from greenflow.serve_apps.driver import DriverConfig, start_driver
 
 logger = logging.getLogger(__name__)
@@ -112,15 +112,6 @@ class AllocatorConfig:
     driver: DriverConfig
 
 
-class StageFailure(RuntimeError):
-    """A stage call failed or timed out; ``flops`` were spent by the stages before it."""
-
-    def __init__(self, model: str, cause: BaseException, flops: float = 0.0) -> None:
-        super().__init__(f"stage model {model!r} failed: {type(cause).__name__}: {cause}")
-        self.model = model
-        self.flops = flops
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
@@ -162,6 +153,9 @@ class Allocator:
             guard_tolerance=config.guard_tolerance, initial_price=float(ready["dual_price"]),
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
+        self.chain_runner = ChainRunner(
+            stages, self.stage_names, self.assets.chains, config.stage_timeout_s
+        )
         self._buffer: deque[ReportRow] = deque()
         self._pending: list[Report] = []  # built, not yet acknowledged by the driver
         self._in_flight: list[tuple[asyncio.Future[bool], Report]] = []
@@ -310,30 +304,6 @@ class Allocator:
             for i in range(len(requests))
         ]
 
-    async def _run_chain(
-        self, req: ResolvedRequest, chain: Chain
-    ) -> tuple[list[int], float, list[dict[str, float]]]:
-        """Items, FLOPs, and per stage the call's wall time and the model's (ms) and the
-        size of the model's batch."""
-        candidates: list[int] | None = None
-        flops = 0.0
-        timing: list[dict[str, float]] = []
-        for stage, action in zip(self.stage_names, chain.actions, strict=True):
-            start = time.perf_counter()
-            call = self.stages[action.model].score.remote(
-                StageRequest(req.user_feats.tolist(), req.history, candidates, action.k), stage
-            )
-            try:  # asyncio.timeout, not wait_for: no task per call
-                async with asyncio.timeout(self.config.stage_timeout_s):
-                    result: StageResult = await call
-            except Exception as err:
-                call.cancel()
-                raise StageFailure(action.model, err, flops) from err
-            candidates, flops = result.items, flops + result.flops
-            timing.append({"call": (time.perf_counter() - start) * 1e3,
-                           "compute": result.compute_ms, "batch": result.batch})  # fmt: skip
-        return (candidates or [])[: req.k], flops, timing
-
     # -- HTTP ----------------------------------------------------------------------------
     @app.post("/recommend")
     async def recommend(self, request: Request) -> JSONResponse:
@@ -354,8 +324,14 @@ class Allocator:
             self.counts["rejected"] += 1
             return _error(404 if isinstance(err, UnknownUserError) else 422, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
+        early = self.chain_runner.start_first_stage(req)  # overlaps the allocation
         allocation_start = time.perf_counter()
-        Q, decision = await self._allocator(req)
+        try:
+            Q, decision = await self._allocator(req)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
         allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
@@ -363,7 +339,9 @@ class Allocator:
         wasted = 0.0  # FLOPs of the stages that ran before a failed one: spent all the same
         for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
             try:
-                items, flops, stage_ms = await self._run_chain(req, self.assets.chains[j])
+                items, flops, stage_ms = await self.chain_runner.run(
+                    req, self.assets.chains[j], early if attempt == 1 else None
+                )
                 flops += wasted
                 break
             except StageFailure as failure:
