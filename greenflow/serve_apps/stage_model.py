@@ -23,6 +23,9 @@ from greenflow.ray_support.metrics import FlopsMetric
 from greenflow.serve_apps.batching import MicroBatcher
 
 MAX_BATCH = 16
+# Under load (the last batch held > 1 request) a batch waits this long for more: the model's
+# per-batch cost is shared by more requests. A lone request never waits.
+LINGER_S = 0.002
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -47,7 +50,7 @@ class StageModel:
             device,
         )
         self.flops_metric = FlopsMetric(app_name)
-        self._batcher = MicroBatcher(self._score_batch, MAX_BATCH)
+        self._batcher = MicroBatcher(self._score_batch, MAX_BATCH, LINGER_S)
 
     def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
         # The model runs on the replica's (user-code) event loop: a batch takes 1-10 ms on

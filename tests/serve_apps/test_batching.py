@@ -56,3 +56,27 @@ def test_a_cancelled_caller_does_not_break_the_batch() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(lambda items: items, max_batch=0)
+
+
+def test_under_load_a_batch_lingers_for_more_and_a_lone_call_never_waits() -> None:
+    batches: list[list[int]] = []
+
+    def record(items: list[int]) -> list[int]:
+        batches.append(items)
+        return items
+
+    async def main() -> float:
+        batcher = MicroBatcher(record, max_batch=8, linger_s=0.05)
+        await asyncio.gather(batcher(0), batcher(1))  # a batch of 2: load
+        first = asyncio.ensure_future(batcher(2))  # lingers...
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, batcher(3))  # ...so this one joins it
+        await asyncio.sleep(0)
+        start = asyncio.get_running_loop().time()
+        await batcher(4)  # the last batch had 2; lingers once more
+        await batcher(5)  # the last batch had 1: at once
+        return asyncio.get_running_loop().time() - start
+
+    waited = asyncio.run(main())
+    assert batches == [[0, 1], [2, 3], [4], [5]]
+    assert 0.04 < waited < 0.09
