@@ -74,6 +74,9 @@ MAX_PENDING_REPORTS = 10_000
 # Chains tried per request when stages fail (a lost node takes a replica of every model
 # on it, so the fallback chain's models may fail too before Serve routes around them).
 MAX_CHAIN_ATTEMPTS = 3
+# Under load (the last batch held > 1 request) the reward model's batch waits this long for
+# more requests; one request at a time never waits (``batching.MicroBatcher``).
+ALLOCATE_LINGER_S = 0.002
 
 
 class RecommendBody(BaseModel):
@@ -178,7 +181,7 @@ class Allocator:
         self._latency.set_default_tags(tags)
         self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
         self._overhead_flops = self.assets.allocator_flops_per_request
-        self._allocator = MicroBatcher(self._allocate, max_batch=32)
+        self._allocator = MicroBatcher(self._allocate, max_batch=32, linger_s=ALLOCATE_LINGER_S)
 
     # -- background: λ poll and report flush ---------------------------------------------
     def _ensure_loop(self) -> None:
