@@ -3,8 +3,7 @@
 Per ``POST /recommend``: validate the body, build the request context, score every chain
 with the reward model (batched over concurrent requests), choose j* = argmax (Q − λq) with
 the locally cached λ (or the baseline's fixed chain), apply the predictive spend guard,
-route through the chosen models' deployments (``chain_runner``; the first stage's call
-goes out before the choice when every chain starts with the same model), and answer items, chain, FLOPs and λ. The
+route through the chosen models' deployments (``chain_runner``), and answer items, chain, FLOPs and λ. The
 samples (Q_i·, chosen chain, spend) go to the nearline driver in batches from a background
 task, never on the request's critical path; λ is polled from the driver the same way. If
 the driver is down the replica keeps serving with its last λ and keeps the reports until
@@ -156,9 +155,7 @@ class Allocator:
             guard_tolerance=config.guard_tolerance, initial_price=float(ready["dual_price"]),
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
-        self.chain_runner = ChainRunner(
-            stages, self.stage_names, self.assets.chains, config.stage_timeout_s
-        )
+        self.chain_runner = ChainRunner(stages, self.stage_names, config.stage_timeout_s)
         self._buffer: deque[ReportRow] = deque()
         self._pending: list[Report] = []  # built, not yet acknowledged by the driver
         self._in_flight: list[tuple[asyncio.Future[bool], Report]] = []
@@ -327,14 +324,8 @@ class Allocator:
             self.counts["rejected"] += 1
             return _error(404 if isinstance(err, UnknownUserError) else 422, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
-        early = self.chain_runner.start_first_stage(req)  # overlaps the allocation
         allocation_start = time.perf_counter()
-        try:
-            Q, decision = await self._allocator(req)
-        except BaseException:
-            if early is not None:
-                early.cancel()
-            raise
+        Q, decision = await self._allocator(req)
         allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
@@ -342,9 +333,7 @@ class Allocator:
         wasted = 0.0  # FLOPs of the stages that ran before a failed one: spent all the same
         for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
             try:
-                items, flops, stage_ms = await self.chain_runner.run(
-                    req, self.assets.chains[j], early if attempt == 1 else None
-                )
+                items, flops, stage_ms = await self.chain_runner.run(req, self.assets.chains[j])
                 flops += wasted
                 break
             except StageFailure as failure:
