@@ -9,24 +9,31 @@
     request GreenFlow served.
 (c) Throughput at equal budget: closed loop, ``--clients`` concurrent clients for
     ``--seconds`` s against GreenFlow and EQUAL deployed with the same FLOPs budget.
-(d) The Serve floor: the same topology with no model work (HTTP proxy → a FastAPI
-    ingress → three chained stage deployments, the app's CPU shares) against the app, at
-    1, 4 and 16 concurrent clients: p50/p99 latency and requests/s, the best throughput,
-    and where the app's time goes per request (``allocation_ms``: validation, reward
-    model, decision; per stage the call's wall time and the model's, from ``stage_ms``;
-    the rest is HTTP, the proxy and serialisation). Written as ``"floor"``, ``"app"``,
-    ``"breakdown_ms"`` and ``"ratios"``.
+(d) The Serve floor: the same topology with no model work (HTTP proxy → a plain
+    ingress → three chained stage deployments, the app's CPU shares and request limits)
+    against the app, both deployed and taking turns (``--sweep-rounds`` slices per level),
+    at 1, 4 and 16 concurrent clients: p50/p99 latency and requests/s, the best
+    throughput, and where the time goes per request, the floor's and the app's
+    (``allocation_ms``: validation, reward model, decision; per stage the call's wall time
+    and the model's, from ``stage_ms``; the rest is HTTP, the proxy and serialisation).
+    Written as ``"floor"``, ``"app"``, ``"breakdown_ms"``, ``"floor_breakdown_ms"`` and
+    ``"ratios"``.
 Targets: added p99 ≤ 5 ms; allocator FLOPs ≤ 3% of the cascade's; app sequential p50 ≤
 1.5× the floor's and best throughput ≥ 0.8× the floor's. (The spike target — windows over
 budget by > 1% ≤ 0.5% — is measured by ``greenflow loadtest``.)
 
     .venv/bin/python bench/serving.py --run-dir runs/movielens-100k
+    .venv/bin/python bench/serving.py --run-dir runs/movielens-100k --parts d  # (d) alone
+
+``--parts`` picks what runs (``abcd`` by default; (a) and (b) come from the same requests).
+``bench_serving.json`` gets the keys of the parts that ran (the others' keys are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -69,7 +76,8 @@ def sequential(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     return {"latency": latency, "allocation": alloc, "flops": flops}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+# The app's limits (StageModel, Allocator): the floor must queue and route as the app does.
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class FloorStage:
     """A stage that does no model work: the first k candidates (or item ids) back."""
 
@@ -78,10 +86,11 @@ class FloorStage:
         return {"items": candidates[: request["k"]], "flops": 0.0}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class FloorIngress:
     """The allocator's place in the topology: parse, call three stages in turn, answer
-    (a plain Serve ingress: Starlette's request, no FastAPI — a floor, not a rival app)."""
+    (a plain Serve ingress: Starlette's request, no FastAPI — a floor, not a rival app).
+    Answers each stage call's wall time (ms) as the app does, for the per-hop breakdown."""
 
     def __init__(self, recall: DeploymentHandle, prerank: DeploymentHandle,
                  rank: DeploymentHandle) -> None:  # fmt: skip
@@ -90,11 +99,14 @@ class FloorIngress:
     async def __call__(self, request) -> dict[str, Any]:  # noqa: ANN001 (starlette Request)
         body = json.loads(await request.body())
         candidates = None
+        stage_ms = []
         for handle, k in self.stages:
+            start = time.perf_counter()
             out = await handle.score.remote({"user": body["user_id"], "history": body.get(
                 "history"), "candidates": candidates, "k": k})  # fmt: skip
+            stage_ms.append({"call": (time.perf_counter() - start) * 1e3, "compute": 0.0})
             candidates = out["items"]
-        return {"items": candidates, "flops": 0.0}
+        return {"items": candidates, "flops": 0.0, "allocation_ms": 0.0, "stage_ms": stage_ms}
 
 
 def floor_app() -> Application:
@@ -126,24 +138,45 @@ def concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: fl
         th.join(timeout=seconds + 60)
     wall = time.monotonic() - t0
     flat = [x for xs in latency for x in xs]
-    return {"latency": flat, "docs": [d for ds in docs for d in ds], "rps": len(flat) / wall}
+    docs_flat = [d for ds in docs for d in ds]
+    return {"latency": flat, "docs": docs_flat, "rps": len(flat) / wall, "wall_s": wall}
 
 
-def sweep(url: str, bodies: list[dict[str, Any]], seconds: float) -> tuple[dict[str, float],
-                                                                            list[dict[str, Any]]]:  # fmt: skip
-    """p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s, and the
-    answers of the single client."""
-    out: dict[str, float] = {}
-    single: list[dict[str, Any]] = []
+def sweep(urls: dict[str, str], bodies: list[dict[str, Any]], seconds: float, rounds: int,
+          ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+    """Per target: p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s,
+    and the answers of the single client (each with its ``latency_ms``).
+
+    At each client level the targets take turns, ``rounds`` slices of ``seconds / rounds``
+    each, so a change in the machine's load (other work on a shared node) falls on all of
+    them alike rather than on whichever ran second.
+    """
+    out: dict[str, dict[str, Any]] = {name: {} for name in urls}
+    single: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     for clients in CLIENT_LEVELS:
-        run = concurrent(url, bodies, clients, seconds)
-        out[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
-        out[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
-        out[f"rps_c{clients}"] = run["rps"]
-        if clients == 1:
-            single = [{**d, "latency_ms": ms} for d, ms in zip(run["docs"], run["latency"],
-                                                               strict=True)]  # fmt: skip
-    out["max_rps"] = max(out[f"rps_c{c}"] for c in CLIENT_LEVELS)
+        runs = {name: {"latency": [], "docs": [], "wall_s": 0.0} for name in urls}
+        for _ in range(rounds):
+            for name, url in urls.items():
+                run = concurrent(url, bodies, clients, seconds / rounds)
+                runs[name]["latency"] += run["latency"]
+                runs[name]["docs"] += run["docs"]
+                runs[name]["wall_s"] += run["wall_s"]
+        for name, run in runs.items():
+            o = out[name]
+            o[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
+            o[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
+            o[f"rps_c{clients}"] = len(run["latency"]) / run["wall_s"]
+            docs = run["docs"]
+            if docs and "batch" in docs[0]["stage_ms"][0]:  # the app's stages
+                o[f"stage_batch_c{clients}"] = [  # mean requests per model batch, per stage
+                    statistics.fmean(d["stage_ms"][s]["batch"] for d in docs)
+                    for s in range(len(docs[0]["stage_ms"]))
+                ]
+            if clients == 1:
+                single[name] = [{**d, "latency_ms": ms} for d, ms in zip(docs, run["latency"],
+                                                                         strict=True)]  # fmt: skip
+    for o in out.values():
+        o["max_rps"] = max(o[f"rps_c{c}"] for c in CLIENT_LEVELS)
     return out, single
 
 
@@ -177,9 +210,19 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8021)
     parser.add_argument("--sweep-seconds", type=float, default=10.0,
                         help="seconds per client level of the floor/app sweep (d)")  # fmt: skip
+    parser.add_argument("--sweep-rounds", type=int, default=4,
+                        help="turns the floor and the app take per client level (d)")  # fmt: skip
+    parser.add_argument("--parts", default="abcd",
+                        help="which parts to run: any of a, b, c, d (a and b run together)")  # fmt: skip
     args = parser.parse_args()
+    parts = set(args.parts)
+    if not parts or parts - set("abcd"):
+        parser.error(f"--parts takes letters of 'abcd', got {args.parts!r}")
     run_dir = args.run_dir
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    # (d) holds the floor and the app at once: 2.25 logical CPUs of shares. Logical CPUs
+    # only place actors; both still share the node's real cores.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
+             log_to_driver=False)  # fmt: skip
     sim = run_dir.read_simulation()
     q = np.array([c["flops"] for c in sim["chains"]])
     # Big budget for (a): the guard never acts, so latency is the allocator's and the stages'.
@@ -187,10 +230,34 @@ def main() -> None:
     frame = load_requests(run_dir.data, "eval").head(args.requests)
     bodies = [{"user_id": int(r.user_id), "history": [int(i) for i in r.history]}
               for r in frame.itertuples()]  # fmt: skip
+    table: dict[str, Any] = {}
+    if parts & set("ab"):
+        table.update(latency_and_flops(run_dir, bodies, sim, roomy, args.port))
+    if "c" in parts:
+        # (c) equal budget: half of everyone-full at 10 req/s, as `greenflow loadtest` uses.
+        budget = {"budget_flops_per_s": 0.5 * float(q.max()) * 10.0, "window_s": 2.0}
+        table["throughput_rps_at_equal_budget"] = {
+            policy: throughput(run_dir, policy, budget, bodies, args)
+            for policy in ("greenflow", "equal")
+        }
+    if "d" in parts:
+        table.update(floor_and_app(run_dir, bodies, roomy, args.port, args.sweep_seconds,
+                                   args.sweep_rounds))  # fmt: skip
+    print(json.dumps(table, indent=2))
+    report(table, args.clients)
+    previous = run_dir.read_json_if_exists(BENCH_SERVING) or {}
+    run_dir.write_bench_serving({**previous, **table})  # parts not run keep their keys
+    print(f"-> {run_dir.show(BENCH_SERVING)}")
+    ray.shutdown()
+
+
+def latency_and_flops(run_dir: RunDir, bodies: list[dict[str, Any]], sim: dict[str, Any],
+                      roomy: dict[str, float], port: int) -> dict[str, Any]:  # fmt: skip
+    """(a) and (b): the same sequential requests against GreenFlow and a fixed full chain."""
     results: dict[str, Any] = {}
     for name, policy in (("greenflow", "greenflow"), ("fixed", f"fixed:{sim['chains'][-1]['id']}")):
         app = AppArgs(run_dir=run_dir.portable, policy=policy, **roomy)
-        url = deploy(app, port=args.port)
+        url = deploy(app, port=port)
         try:
             for body in bodies[:20]:  # warm-up: first calls load code paths and caches
                 post(url, body)
@@ -200,7 +267,7 @@ def main() -> None:
     g, f = results["greenflow"], results["fixed"]
     reward_doc = run_dir.read_reward_summary()
     alloc_flops = float(reward_doc["overhead_flops_per_request"])
-    table = {
+    return {
         "allocation_ms": {"p50": pct(g["allocation"], 50), "p99": pct(g["allocation"], 99)},
         "greenflow_latency_ms": {"p50": pct(g["latency"], 50), "p99": pct(g["latency"], 99)},
         "fixed_latency_ms": {
@@ -212,68 +279,78 @@ def main() -> None:
         "cascade_flops_per_request": statistics.fmean(g["flops"]),
         "allocator_flops_pct": 100 * alloc_flops / statistics.fmean(g["flops"]),
     }
-    # (c) equal budget: half of everyone-full at 10 req/s, as `greenflow loadtest` uses.
-    budget = {"budget_flops_per_s": 0.5 * float(q.max()) * 10.0, "window_s": 2.0}
-    throughput = {}
-    for policy in ("greenflow", "equal"):
-        app = AppArgs(run_dir=run_dir.portable, policy=policy, **budget)
-        url = deploy(app, port=args.port)
-        try:
-            throughput[policy] = closed_loop(url, bodies, args.clients, args.seconds)
-        finally:
-            teardown(app.app_name)
-    table["throughput_rps_at_equal_budget"] = throughput
-    # (d) the floor and the app, the same client levels, one after the other
-    serve.run(floor_app(), name="floor", route_prefix="/floor")
-    try:
-        floor_url = f"http://127.0.0.1:{args.port}/floor"
-        for body in bodies[:20]:
-            post(floor_url, body)
-        table["floor"], _ = sweep(floor_url, bodies, args.sweep_seconds)
-    finally:
-        serve.delete("floor")
-    app = AppArgs(run_dir=run_dir.portable, policy="greenflow", **roomy)
+
+
+def throughput(run_dir: RunDir, policy: str, budget: dict[str, float],
+               bodies: list[dict[str, Any]], args: argparse.Namespace) -> float:  # fmt: skip
+    """(c) closed-loop requests/s of one policy."""
+    app = AppArgs(run_dir=run_dir.portable, policy=policy, **budget)
     url = deploy(app, port=args.port)
     try:
-        for body in bodies[:20]:
-            post(url, body)
-        table["app"], single = sweep(url, bodies, args.sweep_seconds)
+        return closed_loop(url, bodies, args.clients, args.seconds)
     finally:
         teardown(app.app_name)
-    table["breakdown_ms"] = breakdown(single)
+
+
+def floor_and_app(run_dir: RunDir, bodies: list[dict[str, Any]], roomy: dict[str, float],
+                  port: int, seconds: float, rounds: int) -> dict[str, Any]:  # fmt: skip
+    """(d) the floor and the app, both deployed, taking turns at each client level."""
+    table: dict[str, Any] = {}
+    serve.start(http_options={"host": "127.0.0.1", "port": port})  # the proxy, if (a) did not
+    serve.run(floor_app(), name="floor", route_prefix="/floor")
+    app = AppArgs(run_dir=run_dir.portable, policy="greenflow", **roomy)
+    try:
+        urls = {"floor": f"http://127.0.0.1:{port}/floor", "app": deploy(app, port=port)}
+        for url in urls.values():
+            for body in bodies[:20]:  # warm-up: first calls load code paths and caches
+                post(url, body)
+        measured, single = sweep(urls, bodies, seconds, rounds)
+    finally:
+        serve.delete("floor")
+        teardown(app.app_name)
+    table.update(measured)
+    table["breakdown_ms"] = breakdown(single["app"])
+    table["floor_breakdown_ms"] = breakdown(single["floor"])
     table["ratios"] = {
         "p50_c1_app_over_floor": table["app"]["p50_ms_c1"] / table["floor"]["p50_ms_c1"],
         "max_rps_app_over_floor": table["app"]["max_rps"] / table["floor"]["max_rps"],
         "targets": {"p50_c1_app_over_floor": "<= 1.5", "max_rps_app_over_floor": ">= 0.8"},
     }
-    print(json.dumps(table, indent=2))
-    a = table["allocation_ms"]
-    print(f"\n(a) allocator added latency: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
-          f"(target p99 <= 5 ms); end to end p50/p99: greenflow "
-          f"{table['greenflow_latency_ms']['p50']:.1f}/{table['greenflow_latency_ms']['p99']:.1f} ms, "
-          f"fixed {table['fixed_latency_ms']['p50']:.1f}/{table['fixed_latency_ms']['p99']:.1f} ms")  # fmt: skip
-    print(f"(b) allocator FLOPs: {alloc_flops:,.0f} per request = "
-          f"{table['allocator_flops_pct']:.3f}% of the cascade's {table['cascade_flops_per_request']:,.0f} "
-          f"(target <= 3%)")  # fmt: skip
-    print(f"(c) throughput at equal budget, {args.clients} clients: greenflow "
-          f"{throughput['greenflow']:.1f} req/s, equal {throughput['equal']:.1f} req/s "
-          f"({throughput['greenflow'] / throughput['equal']:.2f}x)")  # fmt: skip
-    fl, ap, br = table["floor"], table["app"], table["breakdown_ms"]
-    for name, d in (("floor", fl), ("app", ap)):
-        print(f"(d) {name:<5} " + "  ".join(
-            f"c{c}: p50 {d[f'p50_ms_c{c}']:.1f} / p99 {d[f'p99_ms_c{c}']:.1f} ms, "
-            f"{d[f'rps_c{c}']:.1f} req/s" for c in CLIENT_LEVELS))  # fmt: skip
-    r = table["ratios"]
-    print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
-          f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
-    print(f"    app, one client, median ms: end to end {br['end_to_end']:.1f} = allocation "
-          f"{br['allocation']:.1f} + stage calls "
-          + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(br["stage_call"],
-                                                                  br["stage_model"], strict=True))
-          + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
-    run_dir.write_bench_serving(table)
-    print(f"-> {run_dir.show(BENCH_SERVING)}")
-    ray.shutdown()
+    return table
+
+
+def report(table: dict[str, Any], clients: int) -> None:
+    """The human summary of the parts in ``table``."""
+    if "allocation_ms" in table:
+        a = table["allocation_ms"]
+        print(f"\n(a) allocator added latency: p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms "
+              f"(target p99 <= 5 ms); end to end p50/p99: greenflow "
+              f"{table['greenflow_latency_ms']['p50']:.1f}/{table['greenflow_latency_ms']['p99']:.1f} ms, "
+              f"fixed {table['fixed_latency_ms']['p50']:.1f}/{table['fixed_latency_ms']['p99']:.1f} ms")  # fmt: skip
+        print(f"(b) allocator FLOPs: {table['allocator_flops_per_request']:,.0f} per request = "
+              f"{table['allocator_flops_pct']:.3f}% of the cascade's "
+              f"{table['cascade_flops_per_request']:,.0f} (target <= 3%)")  # fmt: skip
+    if "throughput_rps_at_equal_budget" in table:
+        t = table["throughput_rps_at_equal_budget"]
+        print(f"(c) throughput at equal budget, {clients} clients: greenflow "
+              f"{t['greenflow']:.1f} req/s, equal {t['equal']:.1f} req/s "
+              f"({t['greenflow'] / t['equal']:.2f}x)")  # fmt: skip
+    if "floor" in table:
+        fl, ap = table["floor"], table["app"]
+        for name, d in (("floor", fl), ("app", ap)):
+            print(f"(d) {name:<5} " + "  ".join(
+                f"c{c}: p50 {d[f'p50_ms_c{c}']:.1f} / p99 {d[f'p99_ms_c{c}']:.1f} ms, "
+                f"{d[f'rps_c{c}']:.1f} req/s" for c in CLIENT_LEVELS))  # fmt: skip
+        r = table["ratios"]
+        print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
+              f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
+        for name, key in (("app", "breakdown_ms"), ("floor", "floor_breakdown_ms")):
+            br = table[key]
+            print(f"    {name}, one client, median ms: end to end {br['end_to_end']:.1f} = "
+                  f"allocation {br['allocation']:.1f} + stage calls "
+                  + " + ".join(f"{c:.1f} (model {m:.1f})" for c, m in zip(
+                      br["stage_call"], br["stage_model"], strict=True))
+                  + f" + HTTP/proxy/serialisation {br['http_proxy_and_serialisation']:.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

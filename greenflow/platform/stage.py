@@ -51,6 +51,7 @@ class StageResult:
     items: list[int]  # at most k item ids, best first
     flops: float  # FLOPs this request cost the stage
     compute_ms: float = 0.0  # wall time of the model on the batch this request was in, ms
+    batch: int = 1  # requests in that batch
 
 
 class StageScorer:
@@ -70,7 +71,7 @@ class StageScorer:
         self.max_history = max_history
         self.device = torch.device(device)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # serving only: no autograd bookkeeping per op
     def __call__(self, requests: Sequence[StageRequest]) -> list[StageResult]:
         if not requests:
             return []
@@ -110,7 +111,7 @@ class StageScorer:
         out = []
         for row, r in enumerate(requests):
             top = ordered[row][ordered_valid[row]][: r.k]
-            out.append(StageResult([int(i) for i in top], self.flops.cost(scored[row])))
+            out.append(StageResult(top.tolist(), self.flops.cost(scored[row])))
         return out
 
 

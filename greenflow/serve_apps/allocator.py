@@ -3,7 +3,7 @@
 Per ``POST /recommend``: validate the body, build the request context, score every chain
 with the reward model (batched over concurrent requests), choose j* = argmax (Q − λq) with
 the locally cached λ (or the baseline's fixed chain), apply the predictive spend guard,
-route through the chosen models' deployments, and answer items, chain, FLOPs and λ. The
+route through the chosen models' deployments (``chain_runner``), and answer items, chain, FLOPs and λ. The
 samples (Q_i·, chosen chain, spend) go to the nearline driver in batches from a background
 task, never on the request's critical path; λ is polled from the driver the same way. If
 the driver is down the replica keeps serving with its last λ and keeps the reports until
@@ -43,7 +43,6 @@ from greenflow.platform.allocation.arrival_plan import MAX_STEPS as MAX_PLAN_STE
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
-from greenflow.platform.chains import Chain
 from greenflow.platform.run_dir import RunDir
 from greenflow.platform.serving import (
     MAX_HISTORY_IDS,
@@ -53,8 +52,9 @@ from greenflow.platform.serving import (
     UnknownUserError,
     load_serving_assets,
 )
-from greenflow.platform.stage import StageRequest, StageResult
 from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS
+from greenflow.serve_apps.batching import MicroBatcher
+from greenflow.serve_apps.chain_runner import ChainRunner, StageFailure
 from greenflow.serve_apps.driver import DriverConfig, start_driver
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ MAX_PENDING_REPORTS = 10_000
 # Chains tried per request when stages fail (a lost node takes a replica of every model
 # on it, so the fallback chain's models may fail too before Serve routes around them).
 MAX_CHAIN_ATTEMPTS = 3
+# Under load (the last batch held > 1 request) the reward model's batch waits this long for
+# more requests; one request at a time never waits (``batching.MicroBatcher``).
+ALLOCATE_LINGER_S = 0.002
 
 
 class RecommendBody(BaseModel):
@@ -110,15 +113,6 @@ class AllocatorConfig:
     stage_timeout_s: float
     reward_variant: str
     driver: DriverConfig
-
-
-class StageFailure(RuntimeError):
-    """A stage call failed or timed out; ``flops`` were spent by the stages before it."""
-
-    def __init__(self, model: str, cause: BaseException, flops: float = 0.0) -> None:
-        super().__init__(f"stage model {model!r} failed: {type(cause).__name__}: {cause}")
-        self.model = model
-        self.flops = flops
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -162,6 +156,7 @@ class Allocator:
             guard_tolerance=config.guard_tolerance, initial_price=float(ready["dual_price"]),
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
+        self.chain_runner = ChainRunner(stages, self.stage_names, config.stage_timeout_s)
         self._buffer: deque[ReportRow] = deque()
         self._pending: list[Report] = []  # built, not yet acknowledged by the driver
         self._in_flight: list[tuple[asyncio.Future[bool], Report]] = []
@@ -184,6 +179,7 @@ class Allocator:
         self._latency.set_default_tags(tags)
         self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
         self._overhead_flops = self.assets.allocator_flops_per_request
+        self._allocator = MicroBatcher(self._allocate, max_batch=32, linger_s=ALLOCATE_LINGER_S)
 
     # -- background: λ poll and report flush ---------------------------------------------
     def _ensure_loop(self) -> None:
@@ -289,8 +285,8 @@ class Allocator:
         self._buffer.append((decision.window_start_s, Q, j, flops, bool(decision.guarded[0])))
 
     # -- allocation ----------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # batch only what is queued
-    async def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
+    def _allocate(self, requests: list[ResolvedRequest]) -> list[tuple[np.ndarray, Decision]]:
+        """Q and the decision of each request of a batch (``self._allocator``: what queued)."""
         if self.fixed is None:
             Q = self.scorer(requests)  # (B, J) in one pass: ~29k FLOPs per request
         else:  # a baseline needs no estimates: it costs what an app without allocator costs
@@ -308,28 +304,6 @@ class Allocator:
             )  # fmt: skip
             for i in range(len(requests))
         ]
-
-    async def _run_chain(
-        self, req: ResolvedRequest, chain: Chain
-    ) -> tuple[list[int], float, list[dict[str, float]]]:
-        """Items, FLOPs, and per stage the call's wall time and the model's (ms)."""
-        candidates: list[int] | None = None
-        flops = 0.0
-        timing: list[dict[str, float]] = []
-        for stage, action in zip(self.stage_names, chain.actions, strict=True):
-            start = time.perf_counter()
-            call = self.stages[action.model].score.remote(
-                StageRequest(req.user_feats.tolist(), req.history, candidates, action.k), stage
-            )
-            try:
-                result: StageResult = await asyncio.wait_for(call, self.config.stage_timeout_s)
-            except Exception as err:
-                call.cancel()
-                raise StageFailure(action.model, err, flops) from err
-            candidates, flops = result.items, flops + result.flops
-            timing.append({"call": (time.perf_counter() - start) * 1e3,
-                           "compute": result.compute_ms})  # fmt: skip
-        return (candidates or [])[: req.k], flops, timing
 
     # -- HTTP ----------------------------------------------------------------------------
     @app.post("/recommend")
@@ -352,7 +326,7 @@ class Allocator:
             return _error(404 if isinstance(err, UnknownUserError) else 422, str(err))
         request_id = parsed.request_id or uuid.uuid4().hex
         allocation_start = time.perf_counter()
-        Q, decision = await self._allocate(req)
+        Q, decision = await self._allocator(req)
         allocation_ms = (time.perf_counter() - allocation_start) * 1e3
         j = int(decision.choice[0])
         predicted = float(self.assets.q[j])
@@ -360,7 +334,7 @@ class Allocator:
         wasted = 0.0  # FLOPs of the stages that ran before a failed one: spent all the same
         for attempt in range(1, MAX_CHAIN_ATTEMPTS + 1):
             try:
-                items, flops, stage_ms = await self._run_chain(req, self.assets.chains[j])
+                items, flops, stage_ms = await self.chain_runner.run(req, self.assets.chains[j])
                 flops += wasted
                 break
             except StageFailure as failure:

@@ -2,14 +2,13 @@
 item-embedding index), pre-rank YouTube DNN, rank DIN, rank DIEN.
 
 The deployment wraps ``platform.stage.StageScorer`` and adds only Serve concerns: dynamic
-batching of concurrent requests (``@serve.batch``; each request keeps its own candidates
-and k), FLOPs exported per call as ``greenflow_flops{app, stage, model}``, and an optional
+batching of concurrent requests (``batching.MicroBatcher``: no wait, a batch is what
+queued while the last one ran; each request keeps its own candidates and k), FLOPs exported per call as ``greenflow_flops{app, stage, model}``, and an optional
 GPU per replica (``ray_actor_options={"num_gpus": …}``, used when CUDA is there).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -21,9 +20,12 @@ from greenflow.platform.models.pool import load_pool
 from greenflow.platform.run_dir import RunDir
 from greenflow.platform.stage import StageRequest, StageResult, StageScorer
 from greenflow.ray_support.metrics import FlopsMetric
+from greenflow.serve_apps.batching import MicroBatcher
 
 MAX_BATCH = 16
-BATCH_WAIT_S = 0.002  # a short wait: batching must not cost the latency it saves
+# Under load (the last batch held > 1 request) a batch waits this long for more: the model's
+# per-batch cost is shared by more requests. A lone request never waits.
+LINGER_S = 0.002
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -48,17 +50,19 @@ class StageModel:
             device,
         )
         self.flops_metric = FlopsMetric(app_name)
+        self._batcher = MicroBatcher(self._score_batch, MAX_BATCH, LINGER_S)
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
-        # The model runs in a worker thread so the replica keeps accepting requests.
+    def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
+        # The model runs on the replica's (user-code) event loop: a batch takes 1-10 ms on
+        # one thread, and requests arriving meanwhile queue for the next batch all the same;
+        # a worker thread only added a hop and contended for the GIL.
         start = time.perf_counter()
-        results = await asyncio.to_thread(self.scorer, requests)
+        results = self.scorer(requests)
         compute_ms = (time.perf_counter() - start) * 1e3  # for the per-hop latency breakdown
-        return [dataclasses.replace(r, compute_ms=compute_ms) for r in results]
+        return [dataclasses.replace(r, compute_ms=compute_ms, batch=len(requests)) for r in results]
 
     async def score(self, request: StageRequest, stage: str) -> StageResult:
-        result = await self._score_batch(request)
+        result = await self._batcher(request)
         self.flops_metric.record(result.flops, stage=stage, model=self.model_name)
         return result
 

@@ -89,14 +89,17 @@ class DIEN(CascadeModel):
     def _extract(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Histories are left-padded: the hidden state is held (not updated) through padded
         # steps so every request's states depend on its real clicks only, whatever L is.
+        # Leading steps that are padding in every row hold h at zero and emit zeros, so they
+        # are skipped: the same floats, fewer GRU steps for short histories (serving).
         b, length, _ = hist.shape
         h = hist.new_zeros(b, self.config.gru_hidden)
-        states = []
-        for t in range(length):
+        start = _first_step(mask)
+        states = [hist.new_zeros(b, start, self.config.gru_hidden)]
+        for t in range(start, length):
             step = mask[:, t : t + 1]
             h = torch.where(step, self.extractor(hist[:, t], h), h)
-            states.append(h * step.to(h.dtype))  # padded steps emit zeros
-        return torch.stack(states, dim=1)  # (B, L, g)
+            states.append((h * step.to(h.dtype)).unsqueeze(1))  # padded steps emit zeros
+        return torch.cat(states, dim=1)  # (B, L, g)
 
     def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
         states, states_x, mask = state["states"], state["states_x"], state["mask"]
@@ -107,7 +110,8 @@ class DIEN(CascadeModel):
         att = torch.softmax(logits.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
         att = torch.nan_to_num(att, nan=0.0)  # users with an empty history
         h = states.new_zeros(b, n, g)
-        for t in range(length):
+        # A step that is padding in every row has attention 0: h stays zero (skipped, exact).
+        for t in range(_first_step(mask), length):
             xr, xu, xn = states_x[:, t].unsqueeze(1).split(g, dim=-1)  # each (B, 1, g)
             hr, hu, hn = self.aug_h(h).split(g, dim=-1)  # each (B, n, g)
             reset = torch.sigmoid(xr + hr)
@@ -116,3 +120,9 @@ class DIEN(CascadeModel):
             h = h + update * (new - h)
         pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
         return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)
+
+
+def _first_step(mask: torch.Tensor) -> int:
+    """The first step (column of ``mask`` (B, L)) that is real in some row; L if none."""
+    real = mask.any(dim=0).nonzero()
+    return int(real[0, 0]) if len(real) else mask.shape[1]

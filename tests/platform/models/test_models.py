@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from greenflow.platform.models import dien
 from greenflow.platform.models.features import make_context, pad_histories
 from greenflow.platform.models.pool import MODEL_KINDS
 
@@ -44,6 +45,19 @@ def test_left_padding_does_not_change_scores(model, features) -> None:
     items = torch.tensor([[3, 9, 12]])
     with torch.no_grad():
         torch.testing.assert_close(model(padded, items), model(unpadded, items))
+
+
+def test_dien_skipping_all_padding_steps_changes_no_bit(features, context, monkeypatch) -> None:
+    # DIEN skips the history steps that are padding in every row of the batch; running
+    # them all must give the very same float64 scores (served items depend on every bit)
+    torch.manual_seed(0)
+    model = MODEL_KINDS["dien"].model_cls(features).double().eval()
+    short = {k: v[:2] for k, v in context.items()}  # histories of 3 clicks and none
+    items = torch.randint(1, 31, (2, 5))
+    with torch.no_grad():
+        skipped = model(short, items)
+        monkeypatch.setattr(dien, "_first_step", lambda mask: 0)
+        assert torch.equal(model(short, items), skipped)
 
 
 def test_serving_index_matches_training_path(features, context) -> None:
