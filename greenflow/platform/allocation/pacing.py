@@ -72,8 +72,9 @@ class WindowPacer:
     ) -> float | None:
         """Least λ (clicks/FLOP) at which the ``arriving`` batch and the requests planned
         after it, like the sample, spend at most ``free_flops`` less the reserve; None
-        with too few rows, or when even the cheapest chains do not fit (the nearline λ
-        and the guard then decide; a price stays finite, so it can be reported).
+        with too few rows. When even the cheapest chains do not fit, the least price at
+        which every sampled request takes its cheapest chain (finite, so it can be
+        reported; the guard handles a request dearer than the sample).
 
         The plan counts ``PACE_SIGMAS_BELOW`` standard deviations fewer later requests
         than the ``expected_later`` mean, and keeps ``reserve_sigmas`` √n cheapest chains
@@ -85,7 +86,5 @@ class WindowPacer:
         planned = arriving + later
         cheapest = float(self.q.min())
         per_request = (free_flops - reserve_sigmas * math.sqrt(planned) * cheapest) / planned
-        if per_request < cheapest:
-            return None
         sample = np.stack(self._rows)
         return solve_exact(sample, self.q, per_request * sample.shape[0]).dual_price

@@ -36,8 +36,9 @@ def test_pacer_prices_the_free_budget_over_the_planned_requests() -> None:
     reserve = math.sqrt(planned) * Q_FLOPS.min()
     free = 1.5 * planned + reserve
     assert pacer.price(free, 1, later, reserve_sigmas=1.0) == pytest.approx(0.3)
-    # below the cheapest chain for everyone: the nearline λ and the guard's business
-    assert pacer.price(0.5, 1, 0.0, reserve_sigmas=0.0) is None
+    # below the cheapest chain for everyone: the least price that sends every sampled
+    # request to its cheapest chain (the steepest upgrade, 0.8 clicks / 2 FLOPs), finite
+    assert pacer.price(0.5, 1, 0.0, reserve_sigmas=0.0) == pytest.approx(0.4)
 
 
 def test_pacer_waits_for_enough_rows_and_keeps_the_newest() -> None:
