@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 APP_FIELDS = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
               "window_s", "guard_tolerance", "allocator_replicas", "stage_replicas",
               "rank_num_gpus", "step_method", "carbon_schedule_csv", "stage_resources",
-              "allocator_resources", "driver_resources")  # fmt: skip
+              "allocator_resources", "driver_resources", "pacing")  # fmt: skip
 
 
 def _json_object(text: str) -> dict[str, object]:
@@ -50,6 +50,9 @@ def _app_options(parser: argparse.ArgumentParser) -> None:
                         help="daily carbon intensity CSV (time,g_per_kwh) for carbon budgets")  # fmt: skip
     parser.add_argument("--window-s", type=float, default=None, help="window length (s)")
     parser.add_argument("--guard-tolerance", type=float, default=None, help="guard ε (0)")
+    parser.add_argument("--no-pacing", dest="pacing", action="store_const", const=False,
+                        default=None, help="price each window at the nearline λ alone, "
+                        "without in-window pacing (for comparisons)")  # fmt: skip
     parser.add_argument("--step-method", choices=("gradient", "exact"), default=None,
                         help="nearline λ update: exact re-solve (default) or gradient steps")  # fmt: skip
     parser.add_argument("--allocator-replicas", type=int, default=None)

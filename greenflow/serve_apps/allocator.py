@@ -109,6 +109,7 @@ class AllocatorConfig:
     window_s: float
     expected_rate_rps: float  # the traffic the budget was sized for (EQUAL's chain)
     guard_tolerance: float
+    pacing: bool  # in-window pacing (platform/allocation/pacing.py)
     share: float  # static share of the window budget (1 / replicas); see _nearline_loop
     stage_timeout_s: float
     reward_variant: str
@@ -154,6 +155,7 @@ class Allocator:
             self.assets.q, config.budget, config.window_s, fixed_chain=self.fixed,
             share=config.share, replica_id=self._replica_id,
             guard_tolerance=config.guard_tolerance, initial_price=float(ready["dual_price"]),
+            pacing=config.pacing,
         )  # fmt: skip
         self.stage_names = [s.name for s in self.assets.space.stages]
         self.chain_runner = ChainRunner(stages, self.stage_names, config.stage_timeout_s)

@@ -63,6 +63,7 @@ class AppArgs(BaseModel):
         None, description="λ update; default: the tuned one, else the exact re-solve"
     )
     guard_tolerance: float = Field(0.0, ge=0)
+    pacing: bool = Field(True, description="in-window pacing of λ (False: the nearline λ alone)")
     reward_variant: str = "full"
     allocator_replicas: int = Field(1, ge=1)
     stage_replicas: int = Field(1, ge=1)
@@ -154,7 +155,8 @@ def build_app(args: AppArgs | dict) -> Application:
     config = AllocatorConfig(
         app_name=args.app_name, run_dir=run_dir.portable, policy=args.policy, budget=budget,
         window_s=window_s, expected_rate_rps=args.expected_rate_rps,
-        guard_tolerance=args.guard_tolerance, share=1.0 / args.allocator_replicas,
+        guard_tolerance=args.guard_tolerance, pacing=args.pacing,
+        share=1.0 / args.allocator_replicas,
         stage_timeout_s=args.stage_timeout_s, reward_variant=args.reward_variant, driver=driver,
     )  # fmt: skip
     rank_stage = len(chains.space.stages) - 1

@@ -81,3 +81,26 @@ def test_the_tuned_lambda_update_is_what_is_served(tmp_path) -> None:
         {"method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2})  # fmt: skip
     assert tuned_step(run) == {
         "method": "gradient", "step_size_rel": 3.0, "window_s": 5.0, "smoothing": 0.2}  # fmt: skip
+
+
+def test_no_pacing_reaches_the_allocator(tmp_path) -> None:
+    """``greenflow serve --no-pacing`` → AppArgs.pacing → the allocator's config."""
+    import argparse
+
+    from greenflow.cli.serve import add_parsers, app_overrides
+    from greenflow.serve_apps.app import build_app
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    assert "pacing" not in app_overrides(parser.parse_args(["serve"]))  # default: pacing on
+    overrides = app_overrides(parser.parse_args(["serve", "--no-pacing"]))
+    assert overrides == {"pacing": False}
+    run = _run(tmp_path)
+    chains = {"chains": [{"id": "m@5", "flops": 10.0}], "num_chains": 1,
+              "config": {"chains": {"stages": [{"name": "rank", "models": ["din"],
+                                                "item_scales": [5]}], "exposed_k": 5}}}  # fmt: skip
+    (tmp_path / "simulation.json").write_text(json.dumps(chains))
+    for pacing in (True, False):
+        app = build_app(AppArgs(run_dir=run, pacing=pacing))
+        config, _ = app._bound_deployment.init_args
+        assert config.pacing is pacing
