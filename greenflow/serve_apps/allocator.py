@@ -346,11 +346,11 @@ class Allocator:
                     self.counts["degraded"] += 1
                 if attempt == MAX_CHAIN_ATTEMPTS:
                     self.counts["errors"] += 1
-                    self.online.refund(predicted - wasted)
+                    self.online.refund(predicted - wasted, decision.window_start_s)
                     return _error(503, f"{failure}; request {request_id} not served, retry later")
                 j = self.assets.fallback_chain(failed, j)
         degraded = bool(failed)
-        self.online.refund(predicted - flops)  # account what was actually spent
+        self.online.refund(predicted - flops, decision.window_start_s)  # what was spent
         self._record(decision, Q, j, flops)
         chain = self.assets.chains[j]
         self.counts["requests"] += 1

@@ -209,10 +209,19 @@ class OnlineAllocator:
         paced = self._pacer.price(free, arriving, later, self.reserve_sigmas or 0.0)
         return fallback if paced is None else paced
 
-    def refund(self, flops: float) -> None:
-        """Return FLOPs the guard counted but a failed request never spent."""
-        if self._guard is not None:
-            self._guard.spend_flops = max(0.0, self._guard.spend_flops - flops)
+    def refund(self, flops: float, window_start_s: float) -> bool:
+        """Correct the guard's spend by ``flops`` the request admitted in the window starting
+        at ``window_start_s`` did not spend (negative: spent beyond its chain's cost, e.g. a
+        fallback after a failed stage). Returns whether it was applied.
+
+        Only the admitting window's guard is corrected, and only while it is open: a request
+        that finishes after its window closed belongs to that window's spend, and returning
+        its FLOPs to a later window would let that one spend beyond its budget.
+        """
+        if self._guard is None or window_start_s != self._window_start:
+            return False
+        self._guard.spend_flops = max(0.0, self._guard.spend_flops - flops)
+        return True
 
     def state(self) -> dict[str, Any]:
         """λ, the open window and its spend, budget, share and utilisation (this replica)."""

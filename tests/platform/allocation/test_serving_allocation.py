@@ -145,6 +145,26 @@ def test_fixed_chain_policy_is_guarded_too() -> None:
     assert alloc.state()["spend_flops"] == 7.0
 
 
+def test_a_refund_corrects_only_the_window_that_admitted_the_request() -> None:
+    """A request admitted in one window and finished in a later one (a stage timed out, a
+    cheaper fallback chain served it) must not free budget in the later window: that window
+    would then spend beyond its budget with no request guarded (a node loss in CI)."""
+    clock = FakeClock(0.0)
+    alloc = OnlineAllocator(np.array([1.0, 5.0]), ComputeBudget("flops", 10.0), 1.0,
+                            fixed_chain=1, reserve_sigmas=None, clock=clock)  # fmt: skip
+    first = alloc.decide(np.zeros((1, 2)))  # 5 FLOPs predicted in window 0
+    assert alloc.refund(4.0, first.window_start_s)  # served by the 1-FLOP chain, still open
+    assert alloc.state()["spend_flops"] == 1.0
+    assert alloc.refund(-2.0, first.window_start_s)  # a failed stage wasted 2 more
+    assert alloc.state()["spend_flops"] == 3.0
+    clock.t = 1.5
+    assert alloc.decide(np.zeros((2, 2))).choice.tolist() == [1, 1]  # window 1: 10 of 10
+    assert not alloc.refund(4.0, first.window_start_s)  # window 0's request ends late
+    assert alloc.refund(-3.0, first.window_start_s) is False
+    assert alloc.state()["spend_flops"] == 10.0
+    assert alloc.decide(np.zeros((1, 2))).choice.tolist() == [0]  # no room was freed
+
+
 def _driver(clock: FakeClock, **kw) -> NearlineDriver:
     controller = DualPriceController(step_size=0.1, initial_price=0.01)
     return NearlineDriver(controller, np.array([1.0, 10.0]), ComputeBudget("flops", 10.0), 1.0,
