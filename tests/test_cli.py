@@ -146,10 +146,11 @@ def test_a_bad_option_is_one_line_before_anything_runs(tmp_path: Path, capsys) -
 def test_demo_calls_each_steps_command_function_with_its_defaults(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from greenflow.cli import data, evaluate, pfec, simulate, train
+    from greenflow.cli import data, evaluate, pfec, simulate, train, tune
     from greenflow.platform.energy.pool_calibration import CalibrationConfig
     from greenflow.simulators.evaluate import EvaluateConfig
     from greenflow.simulators.simulate import SimulateConfig
+    from greenflow.tune_configs.step_size import StepSizeProblem, StepSizeTuneConfig
 
     calls: list[tuple[str, tuple, dict]] = []
 
@@ -161,7 +162,7 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
 
     for module, name in ((data, "prepare"), (train, "cascade"), (simulate, "run"),
                          (train, "reward"), (pfec, "calibrate"), (evaluate, "run"),
-                         (pfec, "report")):  # fmt: skip
+                         (tune, "step_size"), (pfec, "report")):  # fmt: skip
         monkeypatch.setattr(module, name, record(f"{module.__name__.split('.')[-1]}.{name}"))
     monkeypatch.setattr("greenflow.serve_apps.online_eval.run_online_comparison",
                         record("run_online_comparison"))  # fmt: skip
@@ -169,7 +170,7 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
     assert main(["demo", "--run-dir", str(tmp_path), "--epochs", "1", "--port", "8123"]) == 0
     assert [c[0] for c in calls] == [
         "data.prepare", "train.cascade", "simulate.run", "train.reward", "pfec.calibrate",
-        "evaluate.run", "run_online_comparison", "pfec.report",
+        "evaluate.run", "tune.step_size", "run_online_comparison", "pfec.report",
     ]  # fmt: skip
     steps = {name: (args, kwargs) for name, args, kwargs in calls}
     config = steps["data.prepare"][0][0]
@@ -181,10 +182,12 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
     assert steps["train.reward"][1]["seeds"] == 1 and steps["train.reward"][1]["use_tuned"]
     assert steps["pfec.calibrate"][0][1] == CalibrationConfig(seconds=3.0)
     assert steps["evaluate.run"][0][1] == EvaluateConfig()
+    # `greenflow tune step-size`'s defaults, on the reward split: the load test serves them
+    assert steps["tune.step_size"][0][1:3] == (StepSizeTuneConfig(), StepSizeProblem())
     online_args, online_kwargs = steps["run_online_comparison"]
     assert online_args[1] == ["greenflow", "equal"] and online_kwargs["port"] == 8123
     assert online_kwargs["repeats"] == 3 and online_kwargs["announce"] is True
     out = capsys.readouterr().out
     headers = [line for line in out.splitlines() if line.startswith("== ")]
-    assert [h.split()[1] for h in headers] == [f"{i}/8" for i in range(1, 9)]
+    assert [h.split()[1] for h in headers] == [f"{i}/9" for i in range(1, 10)]
     assert f"outputs under {tmp_path}/" in out
