@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from greenflow.client.config import LoadtestConfig, Log
 from greenflow.client.http import run_loadtest
 from greenflow.client.plot import plot_loadtest
+from greenflow.platform.documents import LoadtestDoc
 from greenflow.platform.run_dir import LOADTEST, RunDir
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def write_loadtest(
         out["repeats"] = dict(repeats)
     if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
         out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
-    run_dir.write_loadtest(out)
+    run_dir.write_loadtest(LoadtestDoc.from_json(out))
     return run_dir.show(LOADTEST), plot_loadtest(docs, run_dir)
 
 

@@ -31,7 +31,7 @@ def online_pfec(doc: dict[str, Any], run_dir: RunDir, pfec: PFECConfig) -> dict[
     """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
     calib = read_calibration(run_dir)
     reward_doc = run_dir.read_reward_summary()
-    overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
+    overhead_per_request = float((reward_doc and reward_doc.overhead_flops_per_request) or 0.0)
     allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
     performance = {
         "clicks": doc["clicks"],

@@ -15,7 +15,11 @@ from greenflow.platform.run_dir import RunDir
 def _run_dir(tmp_path: Path) -> RunDir:
     calibration = {"joules_per_flop": 1e-9, "device": "cpu:0", "source": "estimate"}
     (tmp_path / "pfec_calibration.json").write_text(json.dumps(calibration))
-    (tmp_path / "reward_model.json").write_text(json.dumps({"overhead_flops_per_request": 10.0}))
+    (tmp_path / "reward_model.json").write_text(
+        json.dumps(
+            {"variants": {}, "overhead_flops_ratio": 1e-3, "overhead_flops_per_request": 10.0}
+        )
+    )
     return RunDir(tmp_path)
 
 
