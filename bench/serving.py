@@ -47,7 +47,8 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from greenflow.platform.data.store import load_requests
-from greenflow.platform.run_dir import BENCH_SERVING, RunDir
+from greenflow.platform.documents import BenchServingDoc, SimulationDoc
+from greenflow.platform.run_dir import BENCH_SERVING, REWARD_MODEL, RunDir
 from greenflow.serve_apps.app import AppArgs, deploy, teardown
 
 CLIENT_LEVELS = (1, 4, 16)
@@ -224,7 +225,7 @@ def main() -> None:
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False,
              log_to_driver=False)  # fmt: skip
     sim = run_dir.read_simulation()
-    q = np.array([c["flops"] for c in sim["chains"]])
+    q = np.array([c.flops for c in sim.chains])
     # Big budget for (a): the guard never acts, so latency is the allocator's and the stages'.
     roomy = {"budget_flops_per_s": float(q.max()) * 1000.0, "window_s": 2.0}
     frame = load_requests(run_dir.data, "eval").head(args.requests)
@@ -245,17 +246,18 @@ def main() -> None:
                                    args.sweep_rounds))  # fmt: skip
     print(json.dumps(table, indent=2))
     report(table, args.clients)
-    previous = run_dir.read_json_if_exists(BENCH_SERVING) or {}
-    run_dir.write_bench_serving({**previous, **table})  # parts not run keep their keys
+    previous = run_dir.read_bench_serving()
+    merged = {**(previous.to_json() if previous else {}), **table}  # parts not run keep theirs
+    run_dir.write_bench_serving(BenchServingDoc.from_json(merged))
     print(f"-> {run_dir.show(BENCH_SERVING)}")
     ray.shutdown()
 
 
-def latency_and_flops(run_dir: RunDir, bodies: list[dict[str, Any]], sim: dict[str, Any],
+def latency_and_flops(run_dir: RunDir, bodies: list[dict[str, Any]], sim: SimulationDoc,
                       roomy: dict[str, float], port: int) -> dict[str, Any]:  # fmt: skip
     """(a) and (b): the same sequential requests against GreenFlow and a fixed full chain."""
     results: dict[str, Any] = {}
-    for name, policy in (("greenflow", "greenflow"), ("fixed", f"fixed:{sim['chains'][-1]['id']}")):
+    for name, policy in (("greenflow", "greenflow"), ("fixed", f"fixed:{sim.chains[-1].id}")):
         app = AppArgs(run_dir=run_dir.portable, policy=policy, **roomy)
         url = deploy(app, port=port)
         try:
@@ -266,14 +268,16 @@ def latency_and_flops(run_dir: RunDir, bodies: list[dict[str, Any]], sim: dict[s
             teardown(app.app_name)
     g, f = results["greenflow"], results["fixed"]
     reward_doc = run_dir.read_reward_summary()
-    alloc_flops = float(reward_doc["overhead_flops_per_request"])
+    if reward_doc is None or reward_doc.overhead_flops_per_request is None:
+        raise FileNotFoundError(f"{run_dir.show(REWARD_MODEL)}: run `greenflow train-reward` first")
+    alloc_flops = float(reward_doc.overhead_flops_per_request)
     return {
         "allocation_ms": {"p50": pct(g["allocation"], 50), "p99": pct(g["allocation"], 99)},
         "greenflow_latency_ms": {"p50": pct(g["latency"], 50), "p99": pct(g["latency"], 99)},
         "fixed_latency_ms": {
             "p50": pct(f["latency"], 50),
             "p99": pct(f["latency"], 99),
-            "chain": sim["chains"][-1]["id"],
+            "chain": sim.chains[-1].id,
         },  # fmt: skip
         "allocator_flops_per_request": alloc_flops,
         "cascade_flops_per_request": statistics.fmean(g["flops"]),

@@ -90,9 +90,9 @@ def bench_actors(run_dir: RunDir) -> dict[str, float]:
         doc = run_simulation(
             config, SimulateConfig(actors=actors, num_cpus=1.0), log=lambda _: None
         )
-        rates[actors] = doc["requests_per_s"]
-        print(f"(b) Ray Data, {actors} actor(s): {doc['requests']} requests in {doc['wall_s']:.1f} s "
-              f"= {doc['requests_per_s']:.1f} req/s")  # fmt: skip
+        rates[actors] = doc.requests_per_s
+        print(f"(b) Ray Data, {actors} actor(s): {doc.requests} requests in {doc.wall_s:.1f} s "
+              f"= {doc.requests_per_s:.1f} req/s")  # fmt: skip
     print(f"(b) scaling 1 -> 2 actors: {rates[2] / rates[1]:.2f}x")
     return {"one_actor_rps": rates[1], "two_actor_rps": rates[2], "scaling": rates[2] / rates[1]}
 
@@ -145,7 +145,7 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
         doc = run_simulation(config, SimulateConfig(actors=2, batch_size=256, splits=("reward",)),
                              log=lambda _: None)  # fmt: skip
     print(f"(c) synthetic: {meta['requests']:,} requests ({meta['users']:,} users) simulated in "
-          f"{doc['wall_s']:.0f} s ({doc['requests_per_s']:.0f} req/s); peak RSS of the whole Ray "
+          f"{doc.wall_s:.0f} s ({doc.requests_per_s:.0f} req/s); peak RSS of the whole Ray "
           f"process tree {rss.peak_bytes / 2**30:.2f} GiB")  # fmt: skip
     return {"requests": meta["requests"], "peak_rss_gib": rss.peak_bytes / 2**30}
 

@@ -5,7 +5,6 @@ without Ray, one with reward samples."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -102,6 +101,7 @@ def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Co
     from greenflow.platform.cascade import scoring_model
     from greenflow.platform.chains import chain_costs, generate_chains
     from greenflow.platform.data.store import load_dataset
+    from greenflow.platform.documents import ChainCost, SimulationDoc
     from greenflow.platform.models.features import user_feature_table
     from greenflow.platform.models.pool import load_pool
     from greenflow.platform.simulation import AllChainSimulator, ChainSampling, simulate_table
@@ -128,12 +128,18 @@ def reward_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Co
     (run_dir / "samples").mkdir()
     pq.write_table(samples, run_dir / "samples" / "part-0.parquet")
     costs = chain_costs(chains, pool.flops, pool.features.num_items)
-    doc = {
-        "chains": [{"id": c.id, "flops": float(q)} for c, q in zip(chains, costs, strict=True)],
-        "num_chains": len(chains),
-        "config": config_to_dict(config),
-    }
-    (run_dir / "simulation.json").write_text(json.dumps(doc, indent=2))
+    # a whole simulation.json (DESIGN.md §5): what `greenflow simulate` would have written
+    config.run_dir.write_simulation(SimulationDoc(
+        requests=samples.num_rows,
+        chains=tuple(ChainCost(c.id, float(q)) for c, q in zip(chains, costs, strict=True)),
+        num_chains=len(chains),
+        rows=samples.num_rows,
+        wall_s=1.0,
+        requests_per_s=float(samples.num_rows),
+        simulation_flops=float(pa.compute.sum(samples["simulation_flops"]).as_py()),
+        output=config.run_dir.show("samples"),
+        config=config_to_dict(config),
+    ))  # fmt: skip
     return config
 
 

@@ -35,8 +35,9 @@ def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> No
 
     doc = run_evaluation(config, evaluation, log)
     run_dir = config.run_dir
+    full = doc.full_chain or {}
     log(f"\nclicks and Return% (vs ORACLE) at fractions of the full cost "
-        f"({doc['full_chain']['id']}, {doc['full_chain']['clicks']:.0f} clicks); "
+        f"({full['id']}, {full['clicks']:.0f} clicks); "
         f"saving = FLOPs saved at the full chain's clicks")  # fmt: skip
     log(format_summary(doc))
     log("")

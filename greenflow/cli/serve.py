@@ -133,7 +133,7 @@ def replay_url(config: Config, loadtest: LoadtestConfig, log: Log = common.log) 
     from greenflow.client.table import format_loadtest_table
 
     doc, paths = replay_running_app(loadtest, config.run_dir, log)
-    log(format_loadtest_table({doc["policy"]: doc}))
+    log(format_loadtest_table({doc.policy: doc}))
     log(f"-> {paths[0]}, {paths[1]}")
 
 

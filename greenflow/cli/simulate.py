@@ -46,20 +46,21 @@ def run(config: Config, sim: SimulateConfig, log: Log = common.log) -> None:
     from greenflow.simulators.simulate import run_simulation
 
     doc = run_simulation(config, sim, log)
+    reference_flops, malformed = doc.reference_flops or 0.0, doc.malformed or ()
     log(
-        f"simulated {doc['requests']:,} requests x {doc['num_chains']} chains in {doc['wall_s']:.1f} s "
-        f"({doc['requests_per_s']:.1f} requests/s) -> {doc['output']}"
+        f"simulated {doc.requests:,} requests x {doc.num_chains} chains in {doc.wall_s:.1f} s "
+        f"({doc.requests_per_s:.1f} requests/s) -> {doc.output}"
     )
     log(
-        f"  simulation spent {doc['simulation_flops'] / 1e9:,.1f} GFLOPs; one chain at a time "
-        f"would have spent {doc['reference_flops'] / 1e9:,.1f} GFLOPs "
-        f"({doc['reference_flops'] / max(doc['simulation_flops'], 1.0):.1f}x more)"
+        f"  simulation spent {doc.simulation_flops / 1e9:,.1f} GFLOPs; one chain at a time "
+        f"would have spent {reference_flops / 1e9:,.1f} GFLOPs "
+        f"({reference_flops / max(doc.simulation_flops, 1.0):.1f}x more)"
     )
-    for bad in doc["malformed"][:20]:
+    for bad in malformed[:20]:
         log(f"  malformed request {bad['request_id']}: {bad['error']}")
-    if doc["malformed"]:
+    if malformed:
         log(
-            f"  {len(doc['malformed'])} malformed request(s) reported in {config.run_dir.show(SIMULATION)}"
+            f"  {len(malformed)} malformed request(s) reported in {config.run_dir.show(SIMULATION)}"
         )
 
 

@@ -68,8 +68,8 @@ def cascade(config: Config, log: Log = common.log) -> None:
     doc = train_and_save_pool(config.run_dir, config.pool, config.chains, log,
                               extra={"config": config_to_dict(config)})  # fmt: skip
     log(f"\nmodel pool ({config.dataset}, validation AUC; hits and NDCG of each model ranking "
-        f"the whole corpus for {doc['head_requests']} validation requests, horizon "
-        f"{doc['horizon']}; measured FLOPs) -> {config.run_dir.show(MODEL_POOL)}")  # fmt: skip
+        f"the whole corpus for {doc.extra['head_requests']} validation requests, horizon "
+        f"{doc.horizon}; measured FLOPs) -> {config.run_dir.show(MODEL_POOL)}")  # fmt: skip
     log(format_pool_table(doc))
 
 
@@ -115,15 +115,16 @@ def reward(
         config.run_dir, variants, model_cfg, train_cfg, log, tuned_from,
         extra={"dataset": config.dataset}, seeds=seeds,
     )  # fmt: skip
-    log(f"\nreward models ({config.dataset}, {doc['loss']} loss; validation = held-out users "
+    log(f"\nreward models ({config.dataset}, {doc.extra['loss']} loss; validation = held-out users "
         f"of the reward split, eval = eval split, all chains) in "
         f"{time.perf_counter() - t0:.0f} s -> {config.run_dir.show(REWARD_MODEL)}")  # fmt: skip
     log(format_ablation_table(doc))
+    default = doc.extra["default_chain"]
     log(
-        f"overhead: the full reward model scores all {doc['data']['chains']} chains in "
-        f"{doc['overhead_flops_per_request'] / 1e6:.3f} MFLOPs per request = "
-        f"{doc['overhead_flops_ratio']:.3%} of the default chain "
-        f"{doc['default_chain']['id']} ({doc['default_chain']['flops'] / 1e6:.2f} MFLOPs)"
+        f"overhead: the full reward model scores all {doc.extra['data']['chains']} chains in "
+        f"{(doc.overhead_flops_per_request or 0.0) / 1e6:.3f} MFLOPs per request = "
+        f"{doc.overhead_flops_ratio:.3%} of the default chain "
+        f"{default['id']} ({default['flops'] / 1e6:.2f} MFLOPs)"
     )
 
 

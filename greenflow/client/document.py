@@ -2,7 +2,8 @@
 the allocator's windows with their partial flags, and budget adherence.
 
 ``LoadtestRun`` is everything one run observed (records and the allocator's view);
-``loadtest_doc`` turns records and windows into the document. No HTTP here.
+``loadtest_doc`` turns records and windows into the document, a ``LoadtestDoc``
+(``platform/documents``). No HTTP here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from greenflow.client.config import LoadtestConfig
 from greenflow.client.records import RequestRecord
 from greenflow.platform.allocation.adherence import budget_adherence
+from greenflow.platform.documents import LatencyMs, LoadtestDoc, Window
 from greenflow.platform.traffic import OVER_BUDGET_SLACK, TrafficProfile
 
 PARTIAL_TOLERANCE_S = 0.05  # clock jitter allowed when deciding a window is partial
@@ -40,7 +42,7 @@ class LoadtestRun:
         policy: str | None = None,
         budget_flops_per_s: float | None = None,
         pfec: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> LoadtestDoc:
         """``loadtest_doc`` of this run; policy and budget default to the server's."""
         state = self.state or self.state_before
         policy = policy if policy is not None else str(state.get("policy", "unknown"))
@@ -83,7 +85,7 @@ def loadtest_doc(
     state: Mapping[str, Any] | None = None,
     config: LoadtestConfig | None = None,
     fetch_errors: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> LoadtestDoc:
     """The ``loadtest.json`` document of one policy's run (DESIGN.md §5 keys and more).
 
     Counting: ``requests`` = scheduled = ``ok`` + ``errors`` + ``dropped_client`` (sent
@@ -111,43 +113,46 @@ def loadtest_doc(
     flops = float(sum(r.flops or 0.0 for r in ok))
     dropped = sum(r.dropped_client for r in records)
     errors_by = Counter(k for r in records if (k := r.error_key) is not None)
-    return {
-        "policy": policy,
-        "budget_flops_per_s": float(budget_flops_per_s),
-        "windows": wins,
-        "window_s": window_s,
-        "over_budget_windows_pct": 100.0 * over / len(counted) if counted else None,
-        "over_budget_windows": int(over),
-        "windows_counted": len(counted),
-        "over_budget_slack": OVER_BUDGET_SLACK,
-        "utilisation_pct": adherence.to_json()["utilisation_pct"],
-        "over_utilisation_pct": adherence.to_json()["over_utilisation_pct"],
-        "clicks": clicks,
-        "requests": len(records),
-        "sent": len(records) - dropped,
-        "ok": len(ok),
-        "errors": sum(errors_by.values()),
-        "errors_by_status": dict(sorted(errors_by.items())),
-        "error_examples": _error_examples(records),
-        "dropped_client": dropped,
-        "flops": flops,
-        "flops_per_request": flops / len(ok) if ok else None,
-        "clicks_per_request": clicks / len(ok) if ok else None,
-        "throughput_rps": len(ok) / duration_s if duration_s > 0 else None,
-        "latency_ms": _latency_stats([r.latency_ms for r in ok if r.latency_ms is not None]),
-        "send_lag_ms": _lag_stats(records, start_epoch_s),
-        "guard_requests": sum(r.guarded for r in ok),
-        "server_guard_requests": int(sum(int(w.get("guard_requests", 0)) for w in windows)),
-        "degraded": sum(r.degraded for r in ok),
-        "chains": dict(Counter(r.chain_id for r in ok if r.chain_id is not None).most_common()),
-        "pfec": dict(pfec or {}),
-        "profile": asdict(profile),
-        "duration_s": float(duration_s),
-        "start_epoch_s": float(start_epoch_s),
-        "state": dict(state or {}),
-        "client": _client_settings(config),
-        "fetch_errors": list(fetch_errors),
-    }
+    latency = _latency_stats([r.latency_ms for r in ok if r.latency_ms is not None])
+    return LoadtestDoc(
+        policy=policy,
+        budget_flops_per_s=float(budget_flops_per_s),
+        windows=tuple(Window.from_json(w) for w in wins),
+        over_budget_windows_pct=100.0 * over / len(counted) if counted else None,
+        utilisation_pct=adherence.to_json()["utilisation_pct"],
+        over_utilisation_pct=adherence.to_json()["over_utilisation_pct"],
+        clicks=clicks,
+        requests=len(records),
+        ok=len(ok),
+        errors=sum(errors_by.values()),
+        flops=flops,
+        latency_ms=LatencyMs.from_json(latency),
+        pfec=dict(pfec or {}),
+        profile=asdict(profile),
+        duration_s=float(duration_s),
+        extra={
+            "window_s": window_s,
+            "over_budget_windows": int(over),
+            "windows_counted": len(counted),
+            "over_budget_slack": OVER_BUDGET_SLACK,
+            "sent": len(records) - dropped,
+            "errors_by_status": dict(sorted(errors_by.items())),
+            "error_examples": _error_examples(records),
+            "dropped_client": dropped,
+            "flops_per_request": flops / len(ok) if ok else None,
+            "clicks_per_request": clicks / len(ok) if ok else None,
+            "throughput_rps": len(ok) / duration_s if duration_s > 0 else None,
+            "send_lag_ms": _lag_stats(records, start_epoch_s),
+            "guard_requests": sum(r.guarded for r in ok),
+            "server_guard_requests": int(sum(int(w.get("guard_requests", 0)) for w in windows)),
+            "degraded": sum(r.degraded for r in ok),
+            "chains": dict(Counter(r.chain_id for r in ok if r.chain_id is not None).most_common()),
+            "start_epoch_s": float(start_epoch_s),
+            "state": dict(state or {}),
+            "client": _client_settings(config),
+            "fetch_errors": list(fetch_errors),
+        },
+    )
 
 
 def infer_window_s(windows: Sequence[Mapping[str, Any]]) -> float | None:

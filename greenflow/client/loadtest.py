@@ -11,12 +11,14 @@ paper's Figure 5 analogue) and ``table.py`` prints the online analogue of Table 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from greenflow.client.config import LoadtestConfig, Log
 from greenflow.client.http import run_loadtest
 from greenflow.client.plot import plot_loadtest
+from greenflow.platform.documents import LoadtestDoc, RepeatsSummary
 from greenflow.platform.run_dir import LOADTEST, RunDir
 
 if TYPE_CHECKING:
@@ -34,9 +36,9 @@ def load_replay_requests(run_dir: RunDir) -> pd.DataFrame:
 
 def write_loadtest(
     run_dir: RunDir,
-    docs: Mapping[str, Mapping[str, Any]],
+    docs: Mapping[str, LoadtestDoc],
     horizon: str,
-    repeats: Mapping[str, Any] | None = None,
+    repeats: RepeatsSummary | None = None,
 ) -> tuple[str, str]:
     """Write ``loadtest.json`` (the greenflow doc — else the first — at top level, plus
     ``"policies"``: every doc, with several policies ``"pfec"``: policy → record, the
@@ -45,19 +47,17 @@ def write_loadtest(
     if not docs:
         raise ValueError("no load-test documents to write")
     main = docs.get("greenflow") or next(iter(docs.values()))
-    out = {**main, "policies": {name: dict(d) for name, d in docs.items()}}
-    out["horizon"] = horizon
-    if repeats is not None:
-        out["repeats"] = dict(repeats)
-    if len(docs) > 1:  # one PFEC record per policy, so `greenflow pfec report` lists each
-        out["pfec"] = {name: d["pfec"] for name, d in docs.items() if d.get("pfec")}
+    # one PFEC record per policy with several, so `greenflow pfec report` lists each
+    pfec = {name: d.pfec for name, d in docs.items() if d.pfec} if len(docs) > 1 else main.pfec
+    out = dataclasses.replace(main, policies=dict(docs), horizon=horizon, repeats=repeats,
+                              pfec=pfec)  # fmt: skip
     run_dir.write_loadtest(out)
     return run_dir.show(LOADTEST), plot_loadtest(docs, run_dir)
 
 
 def replay_running_app(
     config: LoadtestConfig, run_dir: RunDir, log: Log = print, pfec: PFECConfig | None = None
-) -> tuple[dict[str, Any], tuple[str, str]]:
+) -> tuple[LoadtestDoc, tuple[str, str]]:
     """``greenflow loadtest --url``: replay ``run_dir``'s evaluation requests against the
     app already serving at ``config.url``, write loadtest.json/.png with its document
     (the dataset's ground-truth horizon beside it); returns the document and both paths.
@@ -72,9 +72,9 @@ def replay_running_app(
 
     read_calibration(run_dir)  # fail now rather than after the whole replay
     doc = run_loadtest(config, load_replay_requests(run_dir), log).doc()
-    doc["pfec"] = online_pfec(doc, run_dir, pfec or PFECConfig())
+    doc = dataclasses.replace(doc, pfec=online_pfec(doc, run_dir, pfec or PFECConfig()))
     horizon = read_horizon(run_dir.data)
-    return doc, write_loadtest(run_dir, {doc["policy"]: doc}, horizon)
+    return doc, write_loadtest(run_dir, {doc.policy: doc}, horizon)
 
 
 __all__ = [

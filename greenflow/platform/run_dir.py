@@ -17,8 +17,10 @@ kept in object storage works exactly like one on local disk. Layout::
     bench_serving.json         bench_online_replay.json
     serve/<app>/dual_price.json  the serving driver's checkpoint
 
-Readers return the parsed JSON documents (``dict``) and raise ``FileNotFoundError`` with
-the command to run when a required artifact is missing; optional ones return ``None``.
+The contract files of DESIGN.md §5 are read and written as the typed documents of
+``platform/documents`` (``to_json``/``from_json``); other JSON artifacts as ``dict``.
+Readers raise ``FileNotFoundError`` with the command to run when a required artifact is
+missing; optional ones return ``None``.
 Local writes are atomic (temporary file + rename); object stores publish a whole object
 on close. A ``RunDir`` pickles as its location, so Ray workers reopen the filesystem.
 No Ray here.
@@ -43,6 +45,14 @@ import pyarrow.parquet as pq
 import torch
 
 from greenflow.errors import InputError
+from greenflow.platform.documents import (
+    BenchServingDoc,
+    LoadtestDoc,
+    ModelPoolDoc,
+    OfflineEvalDoc,
+    RewardModelDoc,
+    SimulationDoc,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -267,27 +277,27 @@ class RunDir(Location):
     def model_weights(self, name: str) -> str:
         return f"{MODELS_DIR}/{name}.pt"
 
-    def read_model_pool(self) -> dict[str, Any]:
+    def read_model_pool(self) -> ModelPoolDoc:
         if not self.is_file(MODEL_POOL):
             raise FileNotFoundError(
                 f"{self.show(MODEL_POOL)}: no model pool; run `greenflow train-cascade` first"
             )
-        return self.read_json(MODEL_POOL)
+        return ModelPoolDoc.from_json(self.read_json(MODEL_POOL), self.show(MODEL_POOL))
 
-    def write_model_pool(self, doc: dict[str, Any]) -> None:
-        self.write_json(MODEL_POOL, doc)
+    def write_model_pool(self, doc: ModelPoolDoc) -> None:
+        self.write_json(MODEL_POOL, doc.to_json())
 
     # -- simulation ------------------------------------------------------------------------
 
-    def read_simulation(self) -> dict[str, Any]:
+    def read_simulation(self) -> SimulationDoc:
         if not self.is_file(SIMULATION):
             raise FileNotFoundError(
                 f"{self.show(SIMULATION)}: no reward samples; run `greenflow simulate` first"
             )
-        return self.read_json(SIMULATION)
+        return SimulationDoc.from_json(self.read_json(SIMULATION), self.show(SIMULATION))
 
-    def write_simulation(self, doc: dict[str, Any]) -> None:
-        self.write_json(SIMULATION, doc)
+    def write_simulation(self, doc: SimulationDoc) -> None:
+        self.write_json(SIMULATION, doc.to_json())
 
     def samples_staging(self) -> str:
         """Where a simulation job writes its samples (a path on ``self.fs``): on local disk a
@@ -338,12 +348,13 @@ class RunDir(Location):
     def has_reward_model(self, variant: str) -> bool:
         return self.is_file(self.reward_weights(variant))
 
-    def read_reward_summary(self) -> dict[str, Any]:
-        """``reward_model.json``; {} before the first ``train-reward``."""
-        return self.read_json_if_exists(REWARD_MODEL) or {}
+    def read_reward_summary(self) -> RewardModelDoc | None:
+        """``reward_model.json``; None before the first ``train-reward``."""
+        doc = self.read_json_if_exists(REWARD_MODEL)
+        return None if doc is None else RewardModelDoc.from_json(doc, self.show(REWARD_MODEL))
 
-    def write_reward_summary(self, doc: dict[str, Any]) -> None:
-        self.write_json(REWARD_MODEL, doc)
+    def write_reward_summary(self, doc: RewardModelDoc) -> None:
+        self.write_json(REWARD_MODEL, doc.to_json())
 
     # -- calibration, tuning ---------------------------------------------------------------
 
@@ -374,20 +385,24 @@ class RunDir(Location):
 
     # -- evaluation, load test, benchmarks -------------------------------------------------
 
-    def write_offline_eval(self, doc: dict[str, Any]) -> None:
-        self.write_json(OFFLINE_EVAL, doc)
+    def write_offline_eval(self, doc: OfflineEvalDoc) -> None:
+        self.write_json(OFFLINE_EVAL, doc.to_json())
 
-    def read_offline_eval(self) -> dict[str, Any]:
-        return self.read_json(OFFLINE_EVAL)
+    def read_offline_eval(self) -> OfflineEvalDoc:
+        return OfflineEvalDoc.from_json(self.read_json(OFFLINE_EVAL), self.show(OFFLINE_EVAL))
 
-    def write_loadtest(self, doc: dict[str, Any]) -> None:
-        self.write_json(LOADTEST, doc)
+    def write_loadtest(self, doc: LoadtestDoc) -> None:
+        self.write_json(LOADTEST, doc.to_json())
 
-    def read_loadtest(self) -> dict[str, Any]:
-        return self.read_json(LOADTEST)
+    def read_loadtest(self) -> LoadtestDoc:
+        return LoadtestDoc.from_json(self.read_json(LOADTEST), self.show(LOADTEST))
 
-    def write_bench_serving(self, doc: dict[str, Any]) -> None:
-        self.write_json(BENCH_SERVING, doc)
+    def read_bench_serving(self) -> BenchServingDoc | None:
+        doc = self.read_json_if_exists(BENCH_SERVING)
+        return None if doc is None else BenchServingDoc.from_json(doc, self.show(BENCH_SERVING))
+
+    def write_bench_serving(self, doc: BenchServingDoc) -> None:
+        self.write_json(BENCH_SERVING, doc.to_json())
 
     def write_bench_online_replay(self, doc: dict[str, Any]) -> None:
         self.write_json(BENCH_ONLINE_REPLAY, doc)

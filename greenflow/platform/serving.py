@@ -149,7 +149,7 @@ def load_serving_assets(run_dir: RunDir, variant: str = "full") -> ServingAssets
         num_items=features.num_items,
         joules_per_flop=calib.get("joules_per_flop"),
         energy_source=calib.get("source"),
-        allocator_flops_per_request=float(summary.get("overhead_flops_per_request", 0.0)),
+        allocator_flops_per_request=float((summary and summary.overhead_flops_per_request) or 0.0),
     )
 
 

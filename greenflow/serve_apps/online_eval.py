@@ -11,6 +11,7 @@ the carbon intensity; latency percentiles and the allocator's FLOPs overhead rid
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from greenflow.client.loadtest import load_replay_requests, write_loadtest
 from greenflow.client.table import format_loadtest_table
 from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
+from greenflow.platform.documents import LoadtestDoc
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.online import online_pfec
 from greenflow.platform.online_repeats import format_repeats, repeats_summary
@@ -42,7 +44,7 @@ def run_online_comparison(
     repeats: int = 1,
     announce: bool = False,
     log: Log = print,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, LoadtestDoc]:
     """Deploy, replay and tear down each policy in turn, ``repeats`` times over the same
     schedule (the policy order alternates between repeats, so drift of the machine favours
     none); writes loadtest.json/.png with the last repeat's documents and, with several
@@ -56,10 +58,10 @@ def run_online_comparison(
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
     pfec = pfec or PFECConfig()
     requests = load_replay_requests(run_dir)
-    runs: list[dict[str, dict[str, Any]]] = []
+    runs: list[dict[str, LoadtestDoc]] = []
     for r in range(repeats):
         order = list(policies) if r % 2 == 0 else list(reversed(policies))
-        docs: dict[str, dict[str, Any]] = {}
+        docs: dict[str, LoadtestDoc] = {}
         for policy in order:
             args = AppArgs.model_validate({
                 "run_dir": run_dir.portable, "policy": policy,
@@ -75,8 +77,7 @@ def run_online_comparison(
             finally:
                 teardown(args.app_name)
             doc = run.doc(policy=policy)
-            doc["pfec"] = online_pfec(doc, run_dir, pfec)
-            docs[policy] = doc
+            docs[policy] = dataclasses.replace(doc, pfec=online_pfec(doc, run_dir, pfec))
         runs.append({name: docs[name] for name in policies})
     docs = runs[-1]
     summary = repeats_summary(runs) if repeats > 1 else None

@@ -35,6 +35,7 @@ from greenflow.platform.allocation.offline_policies import (
 from greenflow.platform.bootstrap import ratio_ci
 from greenflow.platform.chains import Chain, stage_costs
 from greenflow.platform.data.store import load_requests, read_horizon
+from greenflow.platform.documents import ChainCurvePoint, MethodCurve, OfflineEvalDoc
 from greenflow.platform.energy import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.evaluation import (
@@ -93,8 +94,8 @@ class EvalInputs:
 def load_inputs(run_dir: RunDir) -> EvalInputs:
     """The evaluation split's rewards, the chains' costs and every trained variant's Q̂."""
     sim = run_dir.read_simulation()
-    chains = [Chain.parse(c["id"]) for c in sim["chains"]]
-    q = np.array([c["flops"] for c in sim["chains"]], dtype=np.float64)
+    chains = [Chain.parse(c.id) for c in sim.chains]
+    q = np.array([c.flops for c in sim.chains], dtype=np.float64)
     pool = load_pool(run_dir)
     samples = run_dir.read_samples().to_pandas()
     samples = samples[samples["error"].isna()]
@@ -236,7 +237,7 @@ def _pfec(
 
 def run_evaluation(
     config: Config, ev: EvaluateConfig, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> OfflineEvalDoc:
     run_dir = config.run_dir
     calibration = run_dir.read_calibration()
     if calibration is None:
@@ -277,40 +278,43 @@ def run_evaluation(
     table4 = {v: greenflow_at_table_budget(Q) for v, Q in inputs.estimates.items()}
 
     pfec = PFECConfig()
-    doc: dict[str, Any] = {
-        "budgets": [float(b) for b in budgets],
-        "methods": {
-            k: {
-                "clicks": c.clicks,
-                "flops": c.flops,
-                "dual_price": c.dual_price,
-                "feasible": c.feasible,
-                **({"expected_clicks": c.expected_clicks} if c.expected_clicks else {}),
-            }
+    doc = OfflineEvalDoc(
+        budgets=tuple(float(b) for b in budgets),
+        methods={
+            k: MethodCurve(
+                clicks=tuple(c.clicks),
+                flops=tuple(c.flops),
+                dual_price=tuple(c.dual_price),
+                feasible=tuple(c.feasible),
+                expected_clicks=tuple(c.expected_clicks) if c.expected_clicks else None,
+            )
             for k, c in curves.items()
-        },  # fmt: skip
-        "return_pct": {k: return_pct(c, oracle) for k, c in curves.items()},
-        "flops_saving_at_equal_clicks": {
+        },
+        return_pct={k: return_pct(c, oracle) for k, c in curves.items()},
+        flops_saving_at_equal_clicks={
             k: flops_saving_at_equal_clicks(c, full_clicks, full_flops) for k, c in curves.items()
         },
-        "full_chain": {"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
-        "requests": n,
-        "horizon": read_horizon(run_dir.data),
-        "chain_curve": chain_curve(
-            [c.id for c in inputs.chains], inputs.q, inputs.R, inputs.expected
+        full_chain={"id": full_chain.id, "clicks": full_clicks, "flops": full_flops},
+        requests=n,
+        horizon=read_horizon(run_dir.data),
+        chain_curve=tuple(
+            ChainCurvePoint.from_json(row)
+            for row in chain_curve(
+                [c.id for c in inputs.chains], inputs.q, inputs.R, inputs.expected
+            )
         ),  # fmt: skip
-        "headline": headline(inputs, curves, budgets, ev),
-        "table_budget_flops": table_budget,
-        "table2_action_subsets": table2,
-        "table3_rank_models": table3,
-        "table4_reward_variants": table4,
-        "pfec": {
-            k: _pfec(*at_budget(c, table_budget), calibration, pfec) for k, c in curves.items()
+        headline=headline(inputs, curves, budgets, ev),
+        pfec={k: _pfec(*at_budget(c, table_budget), calibration, pfec) for k, c in curves.items()},
+        extra={
+            "table_budget_flops": table_budget,
+            "table2_action_subsets": table2,
+            "table3_rank_models": table3,
+            "table4_reward_variants": table4,
+            "pfec_budget_flops": table_budget,
+            "joules_per_flop": calibration["joules_per_flop"],
+            "config": config_to_dict(config),
         },
-        "pfec_budget_flops": table_budget,
-        "joules_per_flop": calibration["joules_per_flop"],
-        "config": config_to_dict(config),
-    }
+    )
     run_dir.write_offline_eval(doc)
     plot(doc, run_dir)
     return doc

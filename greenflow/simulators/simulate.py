@@ -20,7 +20,6 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +40,7 @@ from greenflow.platform.data.store import (
     read_horizon,
     requests_location,
 )
+from greenflow.platform.documents import ChainCost, SimulationDoc
 from greenflow.platform.energy import PFECConfig, make_node_meter, pfec_record
 from greenflow.platform.models.features import user_feature_table
 from greenflow.platform.models.pool import load_pool
@@ -129,7 +129,7 @@ def fit_to_cluster(
 
 def run_simulation(
     config: Config, sim: SimulateConfig, log: Callable[[str], None] = print
-) -> dict[str, Any]:
+) -> SimulationDoc:
     """Run the job on the connected (or a new local) Ray cluster; returns simulation.json."""
     run_dir = config.run_dir  # pickles as an absolute path or URI: actors may run elsewhere
     requests_path, requests_fs = requests_location(config.data_dir)
@@ -178,37 +178,40 @@ def run_simulation(
     ]
     n = summary.num_rows
     reward_lengths = np.array([len(r) for r in summary["reward"].to_pylist()])
-    doc = {
-        "requests": n,
-        "chains": [{"id": c.id, "flops": float(q)} for c, q in zip(chains, costs, strict=True)],
-        "num_chains": len(chains),
-        "rows": n,
-        "chain_rewards": int(reward_lengths.sum()),
-        "malformed": malformed,
-        "wall_s": round(wall_s, 2),
-        "requests_per_s": round(n / wall_s, 1),
-        "simulation_flops": float(np.sum(summary["simulation_flops"].to_numpy())),
-        "reference_flops": float(costs.sum() * (n - len(malformed))),
-        "output": run_dir.show(SAMPLES_DIR),
-        "layout": "one row per request: chain_idx (list) and reward (list), see SAMPLE_SCHEMA",
-        "requests_per_split": {
-            s: int(np.sum(summary["split"].to_numpy(zero_copy_only=False) == s)) for s in splits
-        },  # fmt: skip
-        "pfec": pfec_record(
-            "simulate",
-            measurements,
-            flops=float(np.sum(summary["simulation_flops"].to_numpy())),
-            config=PFECConfig(),
-            performance={"requests": float(n)},
-        ).to_dict()
-        | {"scope": "the driver's node"},
-        "actors": sim.actors,
-        "batch_size": sim.batch_size,
-        "chain_fraction": sim.sampling.fraction,
-        "horizon": read_horizon(config.data_dir),
-        # synthetic runs: the samples carry E[R] from the known click model beside R
-        "expected_rewards": has_click_model(config.data_dir),
-        "config": config_to_dict(config),
-    }
+    simulation_flops = float(np.sum(summary["simulation_flops"].to_numpy()))
+    doc = SimulationDoc(
+        requests=n,
+        chains=tuple(ChainCost(c.id, float(q)) for c, q in zip(chains, costs, strict=True)),
+        num_chains=len(chains),
+        rows=n,
+        malformed=tuple(malformed),
+        wall_s=round(wall_s, 2),
+        requests_per_s=round(n / wall_s, 1),
+        simulation_flops=simulation_flops,
+        reference_flops=float(costs.sum() * (n - len(malformed))),
+        output=run_dir.show(SAMPLES_DIR),
+        config=config_to_dict(config),
+        extra={
+            "chain_rewards": int(reward_lengths.sum()),
+            "layout": "one row per request: chain_idx (list) and reward (list), see SAMPLE_SCHEMA",
+            "requests_per_split": {
+                s: int(np.sum(summary["split"].to_numpy(zero_copy_only=False) == s)) for s in splits
+            },
+            "pfec": pfec_record(
+                "simulate",
+                measurements,
+                flops=simulation_flops,
+                config=PFECConfig(),
+                performance={"requests": float(n)},
+            ).to_dict()
+            | {"scope": "the driver's node"},
+            "actors": sim.actors,
+            "batch_size": sim.batch_size,
+            "chain_fraction": sim.sampling.fraction,
+            "horizon": read_horizon(config.data_dir),
+            # synthetic runs: the samples carry E[R] from the known click model beside R
+            "expected_rewards": has_click_model(config.data_dir),
+        },
+    )
     run_dir.write_simulation(doc)
     return doc

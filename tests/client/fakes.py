@@ -16,6 +16,7 @@ from aiohttp import web
 
 from greenflow.client.document import loadtest_doc
 from greenflow.client.records import RequestRecord
+from greenflow.platform.documents import LoadtestDoc
 from greenflow.platform.traffic import TrafficProfile
 
 CONTRACT_KEYS = {"policy", "budget_flops_per_s", "windows", "over_budget_windows_pct", "clicks",
@@ -163,7 +164,7 @@ def window_row(t: float, spend: float, requests: int = 5) -> dict[str, float]:
             "requests": requests, "guard_requests": 1, "overspend": max(0.0, spend - 100.0)}  # fmt: skip
 
 
-def sample_doc(policy: str = "greenflow", **kw: object) -> dict:
+def sample_doc(policy: str = "greenflow", **kw: object) -> LoadtestDoc:
     latencies, clicks = [10, 20, 30, 40, 50], [0, 1, 2, 0, 1]
     records = [record(i, lat, c) for i, (lat, c) in enumerate(zip(latencies, clicks, strict=True))]
     records += [

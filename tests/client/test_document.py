@@ -12,7 +12,9 @@ from tests.client.fakes import CONTRACT_KEYS, PROFILE, START, sample_doc, window
 
 @pytest.mark.usefixtures("no_ray")
 def test_doc_counts_percentiles_and_over_budget_windows() -> None:
-    doc = sample_doc(pfec={"energy_j": 12.0, "carbon_g": 0.002})
+    typed = sample_doc(pfec={"energy_j": 12.0, "carbon_g": 0.002})
+    assert typed.latency_ms.p50 == 30.0 and typed.windows[2].spend == 150.0
+    doc = typed.to_json()  # the file's keys
     assert set(doc) >= CONTRACT_KEYS
     assert doc["requests"] == 8 and doc["ok"] == 5 and doc["sent"] == 7
     assert doc["errors"] == 2 and doc["errors_by_status"] == {"503": 1, "timeout": 1}
@@ -39,9 +41,9 @@ def test_doc_counts_percentiles_and_over_budget_windows() -> None:
 @pytest.mark.usefixtures("no_ray")
 def test_doc_without_full_windows_or_answers() -> None:
     doc = loadtest_doc("equal", 1.0, [], [window_row(-0.5, 500.0)], None, start_epoch_s=START,
-                       duration_s=0.2, profile=PROFILE, window_s=1.0)  # fmt: skip
+                       duration_s=0.2, profile=PROFILE, window_s=1.0).to_json()  # fmt: skip
     assert doc["over_budget_windows_pct"] == 100.0  # every window when none is full
     assert doc["latency_ms"]["p50"] is None and doc["clicks_per_request"] is None
     empty = loadtest_doc("equal", 1.0, [], [], None, start_epoch_s=START, duration_s=0.2,
-                         profile=PROFILE)  # fmt: skip
+                         profile=PROFILE).to_json()  # fmt: skip
     assert empty["over_budget_windows_pct"] is None and empty["windows"] == []

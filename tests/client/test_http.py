@@ -50,7 +50,7 @@ def test_replay_records_every_outcome_and_reads_the_windows(allocator) -> None:
     assert any("s: sent" in line and "req/s" in line for line in lines)  # progress lines
     assert "loadtest done" in lines[-1]
 
-    doc = run.doc(pfec={"energy_j": 1.5})
+    doc = run.doc(pfec={"energy_j": 1.5}).to_json()
     assert set(doc) >= CONTRACT_KEYS
     ok = kinds.count("ok") + kinds.count("guarded")
     assert doc["policy"] == "greenflow" and doc["budget_flops_per_s"] == BUDGET / WINDOW_S
@@ -93,7 +93,7 @@ def test_in_flight_cap_drops_instead_of_delaying(allocator) -> None:
     config = LoadtestConfig(url=server.url, profile=profile, request_timeout_s=0.2,
                             max_in_flight=1)  # fmt: skip
     run = run_loadtest(config, requests_frame([1, 7]), log=lambda _: None)  # slow users only
-    doc = run.doc(policy="equal", budget_flops_per_s=1.0, pfec=None)
+    doc = run.doc(policy="equal", budget_flops_per_s=1.0, pfec=None).to_json()
     assert doc["dropped_client"] > 0 and doc["ok"] == 0
     assert doc["errors_by_status"] == {"timeout": doc["errors"]}
     assert doc["errors"] + doc["dropped_client"] == doc["requests"] == profile.arrivals().size

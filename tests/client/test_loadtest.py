@@ -24,7 +24,11 @@ def _calibrated(run_dir: Path) -> None:
     model's FLOPs overhead."""
     calibration = {"joules_per_flop": JOULES_PER_FLOP, "device": "cpu:0", "source": "rapl"}
     (run_dir / "pfec_calibration.json").write_text(json.dumps(calibration))
-    overhead = {"overhead_flops_per_request": OVERHEAD_FLOPS_PER_REQUEST}
+    overhead = {
+        "variants": {},
+        "overhead_flops_ratio": 1e-3,
+        "overhead_flops_per_request": OVERHEAD_FLOPS_PER_REQUEST,
+    }
     (run_dir / "reward_model.json").write_text(json.dumps(overhead))
 
 

@@ -107,7 +107,7 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
         submit(cluster, "simulate-reference", config, config_file)
         wait_finished(cluster, "simulate-reference")
         expected = pads.dataset(samples, format="parquet").to_table()
-        reference_wall_s = config.run_dir.read_simulation()["wall_s"]
+        reference_wall_s = config.run_dir.read_simulation().wall_s
 
         submit(cluster, "simulate-node-loss", config, config_file)
 
@@ -138,11 +138,11 @@ def test_simulation_job_survives_a_lost_worker_node(tmp_path: Path) -> None:
 
     got = pads.dataset(samples, format="parquet").to_table()
     assert not list(config.run_dir.local_path.glob(".samples.tmp-*"))  # no temporary output left
-    assert got.num_rows == expected.num_rows == summary["requests"]
+    assert got.num_rows == expected.num_rows == summary.requests
     assert got.column_names == expected.column_names
     # nothing lost, nothing twice, the same values
     assert differing_columns(got, expected) == {}
     print("MULTINODE simulate: " + json.dumps({
         "requests": got.num_rows, "actors": placed, "parts_written_at_kill": written_at_kill,
-        "job_s_after_kill": round(recovery_s, 1), "wall_s": summary["wall_s"],
+        "job_s_after_kill": round(recovery_s, 1), "wall_s": summary.wall_s,
         "reference_wall_s": reference_wall_s}))  # fmt: skip

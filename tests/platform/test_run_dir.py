@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,14 @@ import pytest
 import torch
 
 from greenflow.errors import InputError
+from greenflow.platform.documents import (
+    BenchServingDoc,
+    LoadtestDoc,
+    ModelPoolDoc,
+    OfflineEvalDoc,
+    RewardModelDoc,
+    SimulationDoc,
+)
 from greenflow.platform.run_dir import (
     CALIBRATION,
     MODEL_POOL,
@@ -17,6 +26,7 @@ from greenflow.platform.run_dir import (
     RunDir,
     is_portable,
 )
+from tests.platform.documents import samples
 
 pytestmark = pytest.mark.usefixtures("no_ray")
 
@@ -35,7 +45,7 @@ def test_paths_and_display_of_a_local_run(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_json_round_trip_is_atomic_and_optional_readers_say_none(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
-    assert run.read_calibration() is None and run.read_reward_summary() == {}
+    assert run.read_calibration() is None and run.read_reward_summary() is None
     run.write_calibration({"joules_per_flop": 1e-9})
     assert run.read_calibration() == {"joules_per_flop": 1e-9}
     assert (tmp_path / "run" / CALIBRATION).is_file()
@@ -53,6 +63,29 @@ def test_required_artifacts_name_the_command_to_run(tmp_path: Path) -> None:
         run.read_simulation()
     with pytest.raises(FileNotFoundError, match="greenflow simulate"):
         run.read_samples()
+
+
+def test_contract_files_are_written_and_read_as_typed_documents(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    cases = [
+        (ModelPoolDoc, samples.model_pool(), run.write_model_pool, run.read_model_pool),
+        (SimulationDoc, samples.simulation(), run.write_simulation, run.read_simulation),
+        (RewardModelDoc, samples.reward_model(), run.write_reward_summary,
+         run.read_reward_summary),
+        (OfflineEvalDoc, samples.offline_eval(), run.write_offline_eval, run.read_offline_eval),
+        (LoadtestDoc, samples.loadtest(), run.write_loadtest, run.read_loadtest),
+        (BenchServingDoc, samples.bench_serving(), run.write_bench_serving,
+         run.read_bench_serving),
+    ]  # fmt: skip
+    for cls, d, write, read in cases:
+        write(cls.from_json(d))
+        got = read()
+        assert isinstance(got, cls) and got.to_json() == d
+        assert (tmp_path / cls.WHERE).read_text() == json.dumps(d, indent=2)  # same bytes
+    del d["floor"]["max_rps"]
+    run.write_json("bench_serving.json", d)
+    with pytest.raises(InputError, match=rf"{tmp_path}/bench_serving.json: floor: .*'max_rps'"):
+        run.read_bench_serving()
 
 
 def test_weights_are_checked_and_loaded_as_tensors_only(tmp_path: Path) -> None:

@@ -46,14 +46,20 @@ def test_carbon_budget_follows_the_schedule(tmp_path) -> None:
     )
 
 
+# simulation.json of a one-chain run (the contract keys, then what the app reads)
+_ONE_CHAIN_SIMULATION = {
+    "requests": 1, "chains": [{"id": "m@5", "flops": 10.0}], "num_chains": 1, "rows": 1,
+    "wall_s": 1.0, "requests_per_s": 1.0, "simulation_flops": 10.0, "output": "samples",
+    "config": {"chains": {"stages": [{"name": "rank", "models": ["din"], "item_scales": [5]}],
+                          "exposed_k": 5}},
+}  # fmt: skip
+
+
 def test_placement_resources_reach_the_replicas_and_the_driver(tmp_path) -> None:
     from greenflow.serve_apps.app import build_app
 
     run = _run(tmp_path)
-    chains = {"chains": [{"id": "m@5", "flops": 10.0}], "num_chains": 1,
-              "config": {"chains": {"stages": [{"name": "rank", "models": ["din"],
-                                                "item_scales": [5]}], "exposed_k": 5}}}  # fmt: skip
-    (tmp_path / "simulation.json").write_text(json.dumps(chains))
+    (tmp_path / "simulation.json").write_text(json.dumps(_ONE_CHAIN_SIMULATION))
     app = build_app(AppArgs(run_dir=run, stage_resources={"model_node": 0.5},
                             allocator_resources={"head": 0.01},
                             driver_resources={"nearline": 0.01}))  # fmt: skip
@@ -96,10 +102,7 @@ def test_no_pacing_reaches_the_allocator(tmp_path) -> None:
     overrides = app_overrides(parser.parse_args(["serve", "--no-pacing"]))
     assert overrides == {"pacing": False}
     run = _run(tmp_path)
-    chains = {"chains": [{"id": "m@5", "flops": 10.0}], "num_chains": 1,
-              "config": {"chains": {"stages": [{"name": "rank", "models": ["din"],
-                                                "item_scales": [5]}], "exposed_k": 5}}}  # fmt: skip
-    (tmp_path / "simulation.json").write_text(json.dumps(chains))
+    (tmp_path / "simulation.json").write_text(json.dumps(_ONE_CHAIN_SIMULATION))
     for pacing in (True, False):
         app = build_app(AppArgs(run_dir=run, pacing=pacing))
         config, _ = app._bound_deployment.init_args

@@ -138,8 +138,8 @@ def accounting(
     assert status == 200, doc
     rows = doc["windows"]
     sim = run_dir.read_simulation()
-    min_q = min(c["flops"] for c in sim["chains"])
-    q = {c["id"]: c["flops"] for c in sim["chains"]}
+    min_q = min(c.flops for c in sim.chains)
+    q = {c.id: c.flops for c in sim.chains}
     answered: dict[float, int] = {}
     unforeseen: dict[float, float] = {}  # FLOPs spent past the served chain's cost
     for r in results:

@@ -79,8 +79,8 @@ def test_simulation_training_and_serving_from_a_bucket(
 
     doc = run_simulation(config, SimulateConfig(actors=2, batch_size=8, num_cpus=0.5),
                          log=lambda _: None)  # fmt: skip
-    assert doc["output"] == f"s3://{BUCKET}/runs/tiny/samples" and doc["malformed"] == []
-    assert run.read_simulation()["rows"] == doc["rows"] > 0
+    assert doc.output == f"s3://{BUCKET}/runs/tiny/samples" and doc.malformed == ()
+    assert run.read_simulation().rows == doc.rows > 0
     assert not [name for name in run.listdir() if name.startswith(".samples")]
     # every chain of an eval request, as the in-process simulation of reward_run has them
     columns = ["request_id", "chain_idx", "reward"]

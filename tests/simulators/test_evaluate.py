@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from greenflow.platform.documents import OfflineEvalDoc
 from greenflow.platform.energy import PFECConfig
 from greenflow.platform.energy.pool_calibration import CalibrationConfig
 from greenflow.platform.energy.report import collect_pfec_records
@@ -40,7 +41,9 @@ def evaluated(reward_run, tmp_path_factory):
 
 
 def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
-    config, doc = evaluated
+    config, typed = evaluated
+    assert isinstance(typed, OfflineEvalDoc)
+    doc = typed.to_json()  # the file's keys, as the contract names them
     saved = json.loads((config.run_dir.local_path / "offline_eval.json").read_text())
     assert saved["budgets"] == doc["budgets"]
     budgets = np.array(doc["budgets"])
@@ -62,12 +65,13 @@ def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
         assert row["feasible"] or row["flops"] > doc["table_budget_flops"]
     assert (config.run_dir.local_path / "offline_clicks.png").stat().st_size > 10_000
     assert (config.run_dir.local_path / "offline_dual_price.png").is_file()
-    assert "greenflow" in format_summary(doc)
+    assert "greenflow" in format_summary(typed)
     assert saved["horizon"] == "all"  # the tiny synthetic run keeps the default horizon
 
 
 def test_chain_curve_and_headline_with_bootstrap_intervals(evaluated) -> None:
-    config, doc = evaluated
+    config, typed = evaluated
+    doc = typed.to_json()
     curve = doc["chain_curve"]
     assert len(curve) > 1
     flops = [r["flops"] for r in curve]
@@ -88,11 +92,12 @@ def test_chain_curve_and_headline_with_bootstrap_intervals(evaluated) -> None:
         assert row["vs_best"] == row["vs"][row["best_baseline"]]
         assert row["vs"]["oracle"]["ratio"] <= 1.0 + 1e-9  # nothing beats the true-reward solve
     assert (config.run_dir.local_path / "chain_curve.png").stat().st_size > 10_000
-    assert "value of computation" in format_headline(doc)
+    assert "value of computation" in format_headline(typed)
 
 
 def test_policies_stay_in_budget_and_under_the_oracle(evaluated) -> None:
-    _, doc = evaluated
+    typed = evaluated[1]
+    doc = typed.to_json()
     oracle = doc["methods"]["oracle"]["clicks"]
     for name, m in doc["methods"].items():
         for budget, flops, clicks, ok, o in zip(doc["budgets"], m["flops"], m["clicks"],
@@ -105,7 +110,8 @@ def test_policies_stay_in_budget_and_under_the_oracle(evaluated) -> None:
 
 
 def test_pfec_rows_are_estimates_from_measured_joules_per_flop(evaluated) -> None:
-    _, doc = evaluated
+    typed = evaluated[1]
+    doc = typed.to_json()
     records = collect_pfec_records({"offline_eval.json": doc})
     assert {r.name for r in records} == {f"offline_eval/{m}" for m in METHODS}
     budget = doc["pfec_budget_flops"]
@@ -151,7 +157,8 @@ def evaluated_known(evaluated, tmp_path_factory):
 
 
 def test_known_click_model_adds_expected_clicks_and_the_true_ceiling(evaluated_known) -> None:
-    _, doc = evaluated_known
+    typed = evaluated_known[1]
+    doc = typed.to_json()
     assert set(doc["methods"]) == METHODS | {"oracle-expected"}
     ceiling = doc["methods"]["oracle-expected"]["expected_clicks"]
     for name, m in doc["methods"].items():
@@ -168,11 +175,12 @@ def test_known_click_model_adds_expected_clicks_and_the_true_ceiling(evaluated_k
     for row in head["greenflow_vs"]:
         assert 0.2 - 1e-6 <= row["budget_fraction"] <= 0.9 + 1e-6
         assert row["vs"]["oracle-expected"]["ratio"] <= 1 + 1e-9
-    assert "oracle-expected" in format_headline(doc)
+    assert "oracle-expected" in format_headline(typed)
 
 
 def test_logged_runs_have_no_expected_outputs(evaluated) -> None:
-    _, doc = evaluated
+    typed = evaluated[1]
+    doc = typed.to_json()
     assert "oracle-expected" not in doc["methods"] and "expected" not in doc["headline"]
     assert all("expected_clicks" not in m for m in doc["methods"].values())
     assert all("expected_clicks" not in row for row in doc["chain_curve"])

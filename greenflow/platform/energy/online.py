@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from greenflow.platform.documents import LoadtestDoc
 from greenflow.platform.energy.carbon import PFECConfig
 from greenflow.platform.energy.report import estimated_pfec
 from greenflow.platform.run_dir import CALIBRATION, RunDir
@@ -27,21 +28,22 @@ def read_calibration(run_dir: RunDir) -> dict[str, Any]:
     return dict(calib)
 
 
-def online_pfec(doc: dict[str, Any], run_dir: RunDir, pfec: PFECConfig) -> dict[str, Any]:
+def online_pfec(doc: LoadtestDoc, run_dir: RunDir, pfec: PFECConfig) -> dict[str, Any]:
     """PFEC record of one load-test document (estimate from calibrated J/FLOP)."""
     calib = read_calibration(run_dir)
     reward_doc = run_dir.read_reward_summary()
-    overhead_per_request = float(reward_doc.get("overhead_flops_per_request", 0.0))
-    allocator_flops = overhead_per_request * doc["ok"] if doc["policy"] == "greenflow" else 0.0
+    overhead_per_request = float((reward_doc and reward_doc.overhead_flops_per_request) or 0.0)
+    ok, flops = doc.ok or 0, doc.flops or 0.0
+    allocator_flops = overhead_per_request * ok if doc.policy == "greenflow" else 0.0
     performance = {
-        "clicks": doc["clicks"],
-        "latency_p50_ms": doc["latency_ms"]["p50"],
-        "latency_p99_ms": doc["latency_ms"]["p99"],
+        "clicks": doc.clicks,
+        "latency_p50_ms": doc.latency_ms.p50,
+        "latency_p99_ms": doc.latency_ms.p99,
     }
-    record = estimated_pfec(performance, float(doc["flops"]) + allocator_flops, calib, pfec)
+    record = estimated_pfec(performance, float(flops) + allocator_flops, calib, pfec)
     return {
         **record,
         "allocator_flops": allocator_flops,
-        "allocator_flops_ratio": allocator_flops / doc["flops"] if doc["flops"] else 0.0,
-        "duration_s": doc["duration_s"],
+        "allocator_flops_ratio": allocator_flops / flops if flops else 0.0,
+        "duration_s": doc.duration_s,
     }

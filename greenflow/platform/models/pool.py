@@ -29,6 +29,7 @@ import torch
 from greenflow.errors import ConfigError, UnknownModelError
 from greenflow.platform.chains import ChainSpace
 from greenflow.platform.data.schema import CanonicalDataset
+from greenflow.platform.documents import ModelEntry, ModelPoolDoc
 from greenflow.platform.models.base import CascadeModel
 from greenflow.platform.models.dien import DIEN, DIENConfig
 from greenflow.platform.models.din import DIN, DINConfig
@@ -328,37 +329,36 @@ def train_pool(
     return ModelPool(dataset.name, features, ordered, baselines)
 
 
-def save_pool(pool: ModelPool, run_dir: RunDir) -> dict[str, Any]:
-    """Write every model's weights and ``model_pool.json`` to the run; returns the JSON."""
+def save_pool(pool: ModelPool, run_dir: RunDir) -> ModelPoolDoc:
+    """Write every model's weights and ``model_pool.json`` to the run; returns the document."""
     rows = []
     for name, entry in pool.entries.items():
         entry.weights = run_dir.model_weights(name)
         entry.sha256 = run_dir.write_weights(entry.weights, entry.model.state_dict())
-        rows.append(
-            {
-                "name": name,
-                "stage": entry.model.stage,
-                "paper": entry.model.paper,
-                "flops_per_item": entry.flops.flops_per_item,
-                "flops_per_request": entry.flops.flops_per_request,
-                "params": entry.params,
-                "val_auc": round(entry.val_auc, 4),
-                **(entry.head.to_json() if entry.head is not None else {}),
-                "weights": entry.weights,
-                "sha256": entry.sha256,
-                "config": dataclasses.asdict(entry.model.config),
-                "train": entry.train,
-            }
-        )
-    doc = {
-        "dataset": pool.dataset,
-        "flops_convention": FLOPS_CONVENTION,
-        "features": pool.features.to_dict(),
-        "models": rows,
-        "baselines": {name: q.to_json() for name, q in pool.baselines.items()},
-        "head_k": next((q.k for q in pool.baselines.values()), 10),
-        "head_requests": next((q.requests for q in pool.baselines.values()), 0),
-    }
+        row = {
+            "name": name,
+            "stage": entry.model.stage,
+            "paper": entry.model.paper,
+            "flops_per_item": entry.flops.flops_per_item,
+            "flops_per_request": entry.flops.flops_per_request,
+            "params": entry.params,
+            "val_auc": round(entry.val_auc, 4),
+            **(entry.head.to_json() if entry.head is not None else {}),
+            "weights": entry.weights,
+            "sha256": entry.sha256,
+            "config": dataclasses.asdict(entry.model.config),
+            "train": entry.train,
+        }
+        rows.append(ModelEntry.from_json(row))  # head-quality keys are named by their k
+    doc = ModelPoolDoc(
+        dataset=pool.dataset,
+        flops_convention=FLOPS_CONVENTION,
+        features=pool.features.to_dict(),
+        models=tuple(rows),
+        baselines={name: q.to_json() for name, q in pool.baselines.items()},
+        head_k=next((q.k for q in pool.baselines.values()), 10),
+        extra={"head_requests": next((q.requests for q in pool.baselines.values()), 0)},
+    )
     run_dir.write_model_pool(doc)
     return doc
 
@@ -366,48 +366,45 @@ def save_pool(pool: ModelPool, run_dir: RunDir) -> dict[str, Any]:
 def load_pool(run_dir: RunDir) -> ModelPool:
     """Rebuild the pool from ``model_pool.json``; checks each weights file's sha256."""
     doc = run_dir.read_model_pool()
-    features = FeatureSet.from_dict(doc["features"])
+    features = FeatureSet.from_dict(doc.features)
     entries = {}
-    for row in doc["models"]:
-        state = run_dir.read_weights(row["weights"], row["sha256"])
-        kind = MODEL_KINDS.get(row["name"])
+    for row in doc.models:
+        state = run_dir.read_weights(row.weights, row.sha256)
+        kind = MODEL_KINDS.get(row.name)
         config = kind.config_cls(**{
-            k: tuple(v) if isinstance(v, list) else v for k, v in row["config"].items()
+            k: tuple(v) if isinstance(v, list) else v for k, v in row.config.items()
         })  # fmt: skip
         model = kind.model_cls(features, config)
         model.load_state_dict(state)
         model.eval()
-        entries[row["name"]] = PoolEntry(
-            row["name"], model, ModelFlops(row["flops_per_request"], row["flops_per_item"]),
-            row["val_auc"], row["weights"], row["sha256"], row.get("train", {}),
-            _head_from_json(row, doc.get("head_k", 10)),
+        head = row.head_quality(doc.k)  # None: a pool saved before head quality existed
+        entries[row.name] = PoolEntry(
+            row.name, model, ModelFlops(row.flops_per_request, row.flops_per_item),
+            row.val_auc, row.weights, row.sha256, row.train or {},
+            None if head is None else HeadQuality(*head, 0, doc.k),
         )  # fmt: skip
-    baselines = {name: q for name, b in doc.get("baselines", {}).items()
-                 if (q := _head_from_json(b, doc.get("head_k", 10))) is not None}  # fmt: skip
-    return ModelPool(doc["dataset"], features, entries, baselines)
+    baselines = {name: HeadQuality(b[f"val_hits_at_{doc.k}"], b[f"val_ndcg_at_{doc.k}"], 0, doc.k)
+                 for name, b in (doc.baselines or {}).items()
+                 if f"val_hits_at_{doc.k}" in b}  # fmt: skip
+    return ModelPool(doc.dataset, features, entries, baselines)
 
 
-def _head_from_json(row: dict[str, Any], k: int) -> HeadQuality | None:
-    if f"val_hits_at_{k}" not in row:
-        return None  # a pool saved before head quality existed
-    return HeadQuality(row[f"val_hits_at_{k}"], row[f"val_ndcg_at_{k}"], 0, k)
-
-
-def format_pool_table(doc: dict[str, Any]) -> str:
+def format_pool_table(doc: ModelPoolDoc) -> str:
     """The analogue of the paper's Table 1 (stage, model, AUC, FLOPs, params) with each
     model's head quality over the corpus and the two non-learned baselines below it."""
-    k = doc.get("head_k", 10)
+    k = doc.k
     hits, ndcg = f"val_hits_at_{k}", f"val_ndcg_at_{k}"
     lines = [
         f"{'stage':<8} {'model':<12} {'val AUC':>8} {f'hits@{k}':>8} {f'NDCG@{k}':>8}"
         f" {'FLOPs/item':>12} {'FLOPs/request':>14} {'params':>9}",
     ]
-    for m in doc["models"]:
+    for m in doc.models:
+        h, n = m.head_quality(k) or (float("nan"), float("nan"))
         lines.append(
-            f"{m['stage']:<8} {m['name']:<12} {m['val_auc']:>8.4f} {m.get(hits, float('nan')):>8.3f}"
-            f" {m.get(ndcg, float('nan')):>8.4f} {m['flops_per_item']:>12,.0f}"
-            f" {m['flops_per_request']:>14,.0f} {m['params']:>9,}"
+            f"{m.stage:<8} {m.name:<12} {m.val_auc:>8.4f} {h:>8.3f}"
+            f" {n:>8.4f} {m.flops_per_item:>12,.0f}"
+            f" {m.flops_per_request:>14,.0f} {m.params:>9,}"
         )
-    for name, b in doc.get("baselines", {}).items():
+    for name, b in (doc.baselines or {}).items():
         lines.append(f"{'baseline':<8} {name:<12} {'':>8} {b[hits]:>8.3f} {b[ndcg]:>8.4f}")
     return "\n".join(lines)

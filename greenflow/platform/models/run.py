@@ -4,6 +4,7 @@ wall time and whatever the caller adds, such as the resolved configuration)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from greenflow.platform.data.store import (
     read_horizon,
     read_meta,
 )
+from greenflow.platform.documents import ModelPoolDoc
 from greenflow.platform.models.features import FeatureSet
 from greenflow.platform.models.pool import PoolConfig, save_pool, train_pool
 from greenflow.platform.run_dir import RunDir
@@ -27,7 +29,7 @@ def train_and_save_pool(
     space: ChainSpace,
     log: Callable[[str], None] = print,
     extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> ModelPoolDoc:
     """Train every model of ``config`` stage by stage on the dataset prepared in
     the run's ``data/`` (head quality on its validation requests), save the weights and
     write ``model_pool.json``; returns that document."""
@@ -40,8 +42,10 @@ def train_and_save_pool(
     val_requests = load_requests(data_dir, "validation")
     pool = train_pool(dataset, features, splits, config, space, val_requests, log)
     doc = save_pool(pool, run_dir)
-    doc["horizon"] = read_horizon(data_dir)
-    doc["train_wall_s"] = round(time.perf_counter() - t0, 1)
-    doc.update(extra or {})
+    doc = dataclasses.replace(
+        doc,
+        horizon=read_horizon(data_dir),
+        extra={**doc.extra, "train_wall_s": round(time.perf_counter() - t0, 1), **(extra or {})},
+    )
     run_dir.write_model_pool(doc)
     return doc

@@ -36,7 +36,7 @@ from greenflow.platform.models.features import (
     pad_histories,
     user_feature_table,
 )
-from greenflow.platform.run_dir import SAMPLES_DIR, RunDir
+from greenflow.platform.run_dir import SAMPLES_DIR, SIMULATION, RunDir
 
 
 class EmptySplitError(InputError):
@@ -73,15 +73,17 @@ def chain_space_from_dict(data: dict[str, Any]) -> ChainSpace:
 def load_simulated_chains(run_dir: RunDir) -> SimulatedChains:
     """Chains, their FLOPs and the chain space from ``simulation.json``."""
     doc = run_dir.read_simulation()
-    space = chain_space_from_dict(doc["config"]["chains"])
-    chains = tuple(Chain.parse(c["id"]) for c in doc["chains"])
-    flops = np.array([float(c["flops"]) for c in doc["chains"]], dtype=np.float64)
+    if doc.config is None:
+        raise InputError(f"{run_dir.show(SIMULATION)}: no 'config'; run `greenflow simulate` again")
+    space = chain_space_from_dict(doc.config["chains"])
+    chains = tuple(Chain.parse(c.id) for c in doc.chains)
+    flops = np.array([float(c.flops) for c in doc.chains], dtype=np.float64)
     return SimulatedChains(space, chains, flops)
 
 
 def load_features(run_dir: RunDir) -> FeatureSet:
     """The FeatureSet of the run's model pool (vocabularies and max history length)."""
-    return FeatureSet.from_dict(run_dir.read_model_pool()["features"])
+    return FeatureSet.from_dict(run_dir.read_model_pool().features)
 
 
 def load_train_mean(run_dir: RunDir, num_chains: int) -> np.ndarray:

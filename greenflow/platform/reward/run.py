@@ -23,6 +23,7 @@ import torch
 
 from greenflow.errors import ConfigError
 from greenflow.platform.data.store import read_horizon
+from greenflow.platform.documents import RewardModelDoc, RewardVariant
 from greenflow.platform.models.features import FeatureSet
 from greenflow.platform.models.pool import probe_context
 from greenflow.platform.reward.data import (
@@ -220,7 +221,7 @@ def train_reward_variants(
     tuned_from: str | None = None,
     extra: dict[str, Any] | None = None,
     seeds: int = 1,
-) -> dict[str, Any]:
+) -> RewardModelDoc:
     """Train each variant (``model_config``'s sizes, the variant's switches), save it,
     evaluate it, and update ``reward_model.json``; returns the updated document.
 
@@ -283,22 +284,25 @@ def train_reward_variants(
                     f"(best epoch {res.best_epoch})")  # fmt: skip
             entries[name]["seeds"] = _seed_summary(runs, train_config.seed)
         entries[name] = _rounded(entries[name])
-    doc = run_dir.read_reward_summary()
-    doc.setdefault("variants", {}).update(entries)
-    doc["horizon"] = read_horizon(run_dir.data)  # what the rewards count
+    previous = run_dir.read_reward_summary()
+    variants = {**(previous.variants if previous else {}),
+                **{n: RewardVariant.from_json(e) for n, e in entries.items()}}  # fmt: skip
     # The allocator runs the "full" model: its overhead is the headline figure. FLOPs
     # depend on the architecture only, so the saved full config is enough.
-    full = doc["variants"].get("full")
+    full = variants.get("full")
     full_config = (
-        model_config_from_dict(full["model_config"])
-        if full
+        model_config_from_dict(full.model_config)
+        if full and full.model_config
         else variant_config(model_config, "full")
     )
     flops, ratio, full_chain = overhead(full_config, data)
-    doc.update(
-        {
-            "overhead_flops_ratio": _rounded(ratio),
-            "overhead_flops_per_request": flops,
+    doc = RewardModelDoc(
+        variants=variants,
+        horizon=read_horizon(run_dir.data),  # what the rewards count
+        overhead_flops_ratio=_rounded(ratio),
+        overhead_flops_per_request=flops,
+        extra={
+            **(previous.extra if previous else {}),
             "default_chain": full_chain,
             "loss": train_config.loss,
             "field_rce_rule": FIELD_RCE_RULE,
@@ -314,13 +318,14 @@ def train_reward_variants(
             },
             "baselines": {"chain_mean": chain_mean_baseline(data, train_config.loss)},
             **(extra or {}),
-        }
+        },
+        key_order=previous.key_order if previous else (),
     )
     run_dir.write_reward_summary(doc)
     return doc
 
 
-def format_ablation_table(doc: dict[str, Any]) -> str:
+def format_ablation_table(doc: RewardModelDoc) -> str:
     """The analogue of the paper's Table 4: loss, MAE, Field-RCE per variant, val and eval,
     the per-chain-mean baseline, and (with ``--seeds``) the spread across seeds.
 
@@ -330,7 +335,7 @@ def format_ablation_table(doc: dict[str, Any]) -> str:
     def num(value: float | None, width: int, digits: int = 4) -> str:
         return f"{'n/a' if value is None else f'{value:.{digits}f}':>{width}}"
 
-    truth = any("expected" in (e.get("val") or {}) for e in doc.get("variants", {}).values())
+    truth = any("expected" in (e.val or {}) for e in doc.variants.values())
 
     def row(label: str, split: str, m: dict[str, Any], flops: str = "") -> str:
         rce = m["field_rce"]
@@ -349,14 +354,15 @@ def format_ablation_table(doc: dict[str, Any]) -> str:
         + (f" {'E[R] RCE ch.':>12} {'E[R] upl. r':>11}" if truth else "")
         + f" {'MFLOPs/req':>11}"
     ]
-    variants = {n: e for n in VARIANTS if (e := doc.get("variants", {}).get(n))}
+    variants = {n: e for n in VARIANTS if (e := doc.variants.get(n))}
     for name, entry in variants.items():
-        lines.append(row(name, "val", entry["val"], f"{entry['flops_per_request'] / 1e6:>11.3f}"))
-        if entry.get("eval"):
-            lines.append(row(name, "eval", entry["eval"]))
-    for split, m in doc.get("baselines", {}).get("chain_mean", {}).items():
+        flops = f"{(entry.flops_per_request or 0.0) / 1e6:>11.3f}"
+        lines.append(row(name, "val", entry.val or {}, flops))
+        if entry.eval:
+            lines.append(row(name, "eval", entry.eval))
+    for split, m in doc.extra.get("baselines", {}).get("chain_mean", {}).items():
         lines.append(row("chain-mean", split, m))
-    seeded = {n: e["seeds"] for n, e in variants.items() if "seeds" in e}
+    seeded = {n: e.extra["seeds"] for n, e in variants.items() if "seeds" in e.extra}
     if seeded:
         keys = [k for k, _, _ in SEED_METRICS if k not in ("mae", "eval_mae")]
         lines += [

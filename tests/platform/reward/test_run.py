@@ -78,9 +78,9 @@ def test_training_one_variant_keeps_the_others(run_dir: RunDir) -> None:
     doc = train_reward_variants(
         run_dir, ["full"], base, RewardTrainConfig(epochs=1), log=lambda _: None
     )
-    assert set(doc["variants"]) == {"plain", "full"}
-    assert doc["variants"]["plain"] == before["variants"]["plain"]
-    assert doc["variants"]["full"]["epochs_run"] == 1
+    assert set(doc.variants) == {"plain", "full"}
+    assert doc.variants["plain"].to_json() == before["variants"]["plain"]
+    assert doc.variants["full"].extra["epochs_run"] == 1
     with pytest.raises(ValueError, match="unknown reward-model variant"):
         train_reward_variants(run_dir, ["best"], base, TINY, log=lambda _: None)
 
@@ -186,10 +186,10 @@ def test_seeds_record_the_spread_and_keep_the_first_model(run_dir: RunDir) -> No
     doc = train_reward_variants(
         run_dir, ["plain"], RewardModelConfig(), TINY, log=lambda _: None, seeds=2
     )
-    entry = doc["variants"]["plain"]
-    spread = entry["seeds"]
+    entry = doc.variants["plain"]
+    spread = entry.extra["seeds"]
     assert spread["n"] == 2 and spread["seeds"] == [TINY.seed, TINY.seed + 1]
-    assert spread["val_loss"]["values"][0] == pytest.approx(entry["val_loss"], rel=1e-5)
+    assert spread["val_loss"]["values"][0] == pytest.approx(entry.val_loss, rel=1e-5)
     assert spread["eval_field_rce_chain"]["std"] >= 0
     assert "across seeds" in format_ablation_table(doc)
     with pytest.raises(ValueError, match="seeds"):
