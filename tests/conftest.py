@@ -86,7 +86,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items), config.run_dir)
+    save_pool(untrained_pool("synthetic", features, items, space=TINY_SPACE), config.run_dir)
     return config
 
 
@@ -153,7 +153,7 @@ def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> C
     train_reward_variants(RunDir(run_dir), ["full"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(RunDir(run_dir), CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
+                    reward_run.chains, log=lambda _: None)  # fmt: skip
     return dataclasses.replace(reward_run, run_dir=run_dir)
 
 
