@@ -35,7 +35,7 @@ def evaluated(reward_run, tmp_path_factory):
     train_reward_variants(config.run_dir, ["full", "plain"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(config.run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
+                    config.chains, log=lambda _: None)  # fmt: skip
     return config, run_evaluation(config, EvaluateConfig(budgets=10), log=lambda _: None)
 
 
