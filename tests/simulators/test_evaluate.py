@@ -17,6 +17,7 @@ from greenflow.platform.reward.run import train_reward_variants
 from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.simulators.evaluate import (
     EvaluateConfig,
+    action_subsets,
     format_headline,
     format_summary,
     run_evaluation,
@@ -176,3 +177,17 @@ def test_logged_runs_have_no_expected_outputs(evaluated) -> None:
     assert "oracle-expected" not in doc["methods"] and "expected" not in doc["headline"]
     assert all("expected_clicks" not in m for m in doc["methods"].values())
     assert all("expected_clicks" not in row for row in doc["chain_curve"])
+
+
+def test_table2_rows_are_named_from_the_chain_space() -> None:
+    from greenflow.platform.chains import ChainSpace, StageSpace, default_space
+
+    # recall → pre-rank → rank: the names offline_eval.json always had
+    assert action_subsets(default_space()) == {
+        "k1 only": {"k1"}, "k2 only": {"k2"}, "rank model only": {"m3"},
+        "k1 + k2": {"k1", "k2"}, "all actions": {"k1", "k2", "k3", "m1", "m2", "m3"},
+    }  # fmt: skip
+    four = ChainSpace(tuple(StageSpace(n, (f"m_{n}",), (10,))
+                            for n in ("recall", "prerank", "rank", "rerank")))  # fmt: skip
+    assert list(action_subsets(four)) == ["k1 only", "k2 only", "k3 only", "rerank model only",
+                                          "k1 + k2 + k3", "all actions"]  # fmt: skip
