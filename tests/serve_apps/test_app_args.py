@@ -90,6 +90,15 @@ def test_gpus_per_stage_come_from_the_chain_space(tmp_path) -> None:
     _, stages = build_app(args)._bound_deployment.init_args
     got = {m: h._bound_deployment.ray_actor_options["num_gpus"] for m, h in stages.items()}
     assert got == {"dssm": 0.0, "din": 0.25, "dien": 1.0}
+    # and from the command line
+    import argparse
+
+    from greenflow.cli.serve import add_parsers, app_overrides
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    cli = parser.parse_args(["serve", "--stage-num-gpus", '{"rank": 0.25}'])
+    assert app_overrides(cli) == {"stage_num_gpus": {"rank": 0.25}}
 
 
 @pytest.mark.parametrize("bad", [{"node": 0.0}, {"node": -1.0}, {"": 1.0}])
