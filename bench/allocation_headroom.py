@@ -81,7 +81,7 @@ def main() -> None:
     print(f"{'exact solve':<14} {'oracle':<10}" + "".join(f"{c:>8.0f}" for c in oracle))
     for name, Q in estimates.items():
         green = sweep(GreenFlowPolicy(Q, q), R, q, budgets).clicks
-        dcaf = sweep(DCAFPolicy(Q, q, inputs.chains, free_stage=1), R, q, budgets).clicks
+        dcaf = sweep(DCAFPolicy(Q, q, inputs.chains), R, q, budgets).clicks
         print(f"{name:<14} {'greenflow':<10}" + "".join(f"{c:>8.0f}" for c in green))
         print(f"{'':<14} {'dcaf':<10}" + "".join(f"{c:>8.0f}" for c in dcaf))
         print(

@@ -139,8 +139,8 @@ def bench_scale(requests: int, workdir: Path) -> dict[str, float]:
                                  chains=space)  # fmt: skip
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items, ("dssm", "youtube_dnn", "din")),
-              config.run_dir)  # fmt: skip
+    save_pool(untrained_pool("synthetic", features, items, ("dssm", "youtube_dnn", "din"),
+                             space=space), config.run_dir)  # fmt: skip
     with PeakRss() as rss:
         doc = run_simulation(config, SimulateConfig(actors=2, batch_size=256, splits=("reward",)),
                              log=lambda _: None)  # fmt: skip

@@ -85,7 +85,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Config:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items), config.run_dir)
+    save_pool(untrained_pool("synthetic", features, items, space=TINY_SPACE), config.run_dir)
     return config
 
 
@@ -159,7 +159,7 @@ def serve_run(reward_run: Config, tmp_path_factory: pytest.TempPathFactory) -> C
     train_reward_variants(RunDir(run_dir), ["full"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(RunDir(run_dir), CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
+                    reward_run.chains, log=lambda _: None)  # fmt: skip
     return dataclasses.replace(reward_run, run_dir=run_dir)
 
 
@@ -179,3 +179,59 @@ def tiny_pool() -> ModelPool:
     )
     items = (torch.arange(features.num_items + 1) % 4).unsqueeze(1)  # (N+1, F_i) genre codes
     return untrained_pool("tiny", features, items)
+
+
+# Four stages, one model kind each, on tiny_run's data: 2 x 2 x 2 x 1 = 8 chains.
+FOUR_STAGE_SPACE = ChainSpace(
+    (
+        StageSpace("recall", ("dssm",), (20, 40)),
+        StageSpace("prerank", ("youtube_dnn",), (10, 20)),
+        StageSpace("rank", ("din",), (5, 10)),
+        StageSpace("rerank", ("dien",), (5,)),
+    ),
+    exposed_k=5,
+)
+
+
+@pytest.fixture(scope="session")
+def four_stage_run(tiny_run: Config, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """tiny_run's data with a 4-stage chain space and its pool trained for it (1 epoch):
+    each model's stage, and the candidates it trains on, come from the space alone."""
+    from greenflow.platform.models.pool import PoolConfig
+    from greenflow.platform.models.run import train_and_save_pool
+    from greenflow.platform.models.training import CascadeTrainConfig
+
+    run_dir = tmp_path_factory.mktemp("four") / "run"
+    shutil.copytree(tiny_run.run_dir.local_path / "data", run_dir / "data")
+    pool = PoolConfig(max_history=10, train=CascadeTrainConfig(epochs=1, batch_size=128),
+                      graph_folds=2, baseline_top_m=20, head_requests=40)  # fmt: skip
+    config = dataclasses.replace(tiny_run, run_dir=run_dir, pool=pool, chains=FOUR_STAGE_SPACE)
+    train_and_save_pool(config.run_dir, config.pool, config.chains, log=lambda _: None)
+    return config
+
+
+@pytest.fixture(scope="session")
+def four_stage_simulated(
+    four_stage_run: Config, ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> Config:
+    """A copy of ``four_stage_run`` simulated by the Ray Data job (every chain of every
+    reward/eval request), with a trained 'full' reward model and a J/FLOP calibration:
+    what evaluation and the Serve app read."""
+    from greenflow.platform.energy import PFECConfig
+    from greenflow.platform.energy.pool_calibration import CalibrationConfig
+    from greenflow.platform.reward import RewardModelConfig
+    from greenflow.platform.reward.run import train_reward_variants
+    from greenflow.platform.reward.training import RewardTrainConfig
+    from greenflow.simulators.pfec_jobs import run_calibration
+    from greenflow.simulators.simulate import SimulateConfig, run_simulation
+
+    run_dir = tmp_path_factory.mktemp("four-sim") / "run"
+    shutil.copytree(four_stage_run.run_dir.local_path, run_dir)
+    config = dataclasses.replace(four_stage_run, run_dir=run_dir)
+    run_simulation(config, SimulateConfig(actors=1, batch_size=32, num_cpus=0.5),
+                   log=lambda _: None)  # fmt: skip
+    train_reward_variants(config.run_dir, ["full"], RewardModelConfig(),
+                          RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
+    run_calibration(config.run_dir, CalibrationConfig(seconds=0.1, idle_seconds=0.0),
+                    PFECConfig(), config.chains, log=lambda _: None)  # fmt: skip
+    return config

@@ -90,6 +90,8 @@ def test_prepare_and_train_cascade_on_small_synthetic_data(tmp_path: Path) -> No
         2,
     ]
     assert stages["dssm"]["negatives"] == "corpus"
+    # each model's stage is the default chain space's, by name
+    assert [m["stage"] for m in doc["models"]] == ["recall", "prerank", "rank", "rank"]
     assert stages["din"]["negatives"].startswith("earlier stages' candidates")
 
     from greenflow.platform.models.pool import load_pool

@@ -105,7 +105,8 @@ def calibrate(
     from greenflow.platform.energy.pool_calibration import format_calibration_table
     from greenflow.simulators.pfec_jobs import run_calibration
 
-    doc = run_calibration(config.run_dir, calibration, pfec, estimate=estimate, log=log)
+    doc = run_calibration(config.run_dir, calibration, pfec, config.chains, estimate=estimate,
+                          log=log)  # fmt: skip
     log(
         f"\nJ/FLOP on {doc['device']} ({doc['hardware']}, source {doc['source']}) "
         f"-> {config.run_dir.show(CALIBRATION)}"

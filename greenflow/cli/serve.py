@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 # AppArgs fields that have a command-line option of the same name
 APP_FIELDS = ("budget_flops_per_s", "budget_power_w", "budget_carbon_g_per_h", "budget_fraction",
               "window_s", "guard_tolerance", "allocator_replicas", "stage_replicas",
-              "rank_num_gpus", "step_method", "carbon_schedule_csv", "stage_resources",
-              "allocator_resources", "driver_resources", "pacing")  # fmt: skip
+              "rank_num_gpus", "stage_num_gpus", "step_method", "carbon_schedule_csv",
+              "stage_resources", "allocator_resources", "driver_resources", "pacing")  # fmt: skip
 
 
 def _json_object(text: str) -> dict[str, object]:
@@ -57,7 +57,10 @@ def _app_options(parser: argparse.ArgumentParser) -> None:
                         help="nearline λ update: exact re-solve (default) or gradient steps")  # fmt: skip
     parser.add_argument("--allocator-replicas", type=int, default=None)
     parser.add_argument("--stage-replicas", type=int, default=None)
-    parser.add_argument("--rank-num-gpus", type=float, default=None, help="GPU per rank replica")
+    parser.add_argument("--rank-num-gpus", type=float, default=None,
+                        help="GPU per replica of the last stage (rank)")  # fmt: skip
+    parser.add_argument("--stage-num-gpus", type=_json_object, default=None,
+                        help="""GPU per replica by stage name, as JSON, e.g. '{"rank": 0.25}'""")  # fmt: skip
     for who in ("stage", "allocator", "driver"):
         parser.add_argument(f"--{who}-resources", type=_json_object, default=None,
                             help=f"custom Ray resources per {who} replica/actor, as JSON, "

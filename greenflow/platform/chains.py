@@ -40,7 +40,12 @@ class StageSpace:
 
 @dataclass(frozen=True)
 class ChainSpace:
-    """The action space: stages in cascade order and the number of exposed items K."""
+    """The action space: stages in cascade order and the number of exposed items K.
+
+    It is also what assigns every model its stage: a model belongs to the one stage whose
+    pool names it (models carry no stage of their own), so it is trained, calibrated,
+    metered and served as that stage.
+    """
 
     stages: tuple[StageSpace, ...]
     exposed_k: int = 10
@@ -50,6 +55,27 @@ class ChainSpace:
             raise ValueError("a chain space needs at least one stage")
         if self.exposed_k < 1:
             raise ValueError("exposed_k must be >= 1")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        seen: dict[str, str] = {}
+        for stage in self.stages:
+            for model in stage.models:
+                if model in seen:
+                    # one stage per model: it is trained on that stage's candidates
+                    raise ValueError(f"model {model!r} is in stages {seen[model]!r} and "
+                                     f"{stage.name!r}; a model belongs to one stage")  # fmt: skip
+                seen[model] = stage.name
+
+    def stage_index(self, model: str, default: int | None = None) -> int:
+        """Index (0-based, cascade order) of the stage whose pool names ``model``;
+        ``default`` for a model outside the space, else UnknownModelError."""
+        for s, stage in enumerate(self.stages):
+            if model in stage.models:
+                return s
+        if default is None:
+            raise UnknownModelError(f"model {model!r} is in no stage of the chain space")
+        return default
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ Used three ways, all with the same arguments:
     serve deploy greenflow/serve_apps/serve_config.yaml      # import_path + args
     greenflow serve --policy greenflow                        # ``deploy`` below
 
-Composition (STYLE.md): one ``StageModel`` deployment per model of the chain space, the
-``Allocator`` ingress taking their handles, and the dual-price driver actor the allocator
-starts (named after the app, detached, restartable).
+Composition (STYLE.md): one ``StageModel`` deployment per model of the chain space (with
+its stage's resources: ``stage_gpus``), the ``Allocator`` ingress taking their handles, and
+the dual-price driver actor the allocator starts (named after the app, detached,
+restartable).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ray.serve import Application
 from ray.serve.context import _get_global_client
 
 from greenflow.platform.allocation.budget import ComputeBudget
+from greenflow.platform.chains import ChainSpace
 from greenflow.platform.energy.carbon import CarbonSchedule, PFECConfig
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.platform.run_dir import RunDir, is_portable
@@ -69,7 +71,10 @@ class AppArgs(BaseModel):
     stage_replicas: int = Field(1, ge=1)
     allocator_num_cpus: float = Field(0.25, gt=0)
     stage_num_cpus: float = Field(0.25, gt=0)
-    rank_num_gpus: float = Field(0.0, ge=0, description="GPU per rank-stage replica")
+    rank_num_gpus: float = Field(0.0, ge=0, description="GPU per replica of the last stage")
+    # GPU per replica by stage name of the chain space, e.g. {"rank": 0.25, "rerank": 0.5};
+    # a stage not named gets rank_num_gpus if it is the last, else none.
+    stage_num_gpus: dict[str, float] = Field(default_factory=dict)
     # Placement on a cluster: custom Ray resources (`ray start --resources='{"…": n}'`)
     # each replica or actor asks for, e.g. {"model_node": 0.01} to keep stage replicas on
     # the nodes that offer "model_node". Empty: anywhere with CPU.
@@ -86,6 +91,9 @@ class AppArgs(BaseModel):
             raise ValueError(
                 "give at most one of budget_flops_per_s, budget_power_w, budget_carbon_g_per_h"
             )
+        negative = {k: v for k, v in self.stage_num_gpus.items() if not v >= 0}
+        if negative:
+            raise ValueError(f"stage_num_gpus: amounts must be >= 0, got {negative}")
         for name in ("stage_resources", "allocator_resources", "driver_resources"):
             bad = {k: v for k, v in getattr(self, name).items() if not (v > 0 and k)}
             if bad:
@@ -119,6 +127,17 @@ def resolve_budget(args: AppArgs, q: np.ndarray) -> ComputeBudget:
         args.budget_flops_per_s or args.budget_fraction * float(q.max()) * args.expected_rate_rps
     )
     return ComputeBudget("flops", value, jpf, pfec)
+
+
+def stage_gpus(args: AppArgs, space: ChainSpace) -> dict[str, float]:
+    """GPU per replica of each stage's models, by stage name of ``space``: what
+    ``stage_num_gpus`` says, else ``rank_num_gpus`` for the last stage and none before it."""
+    names = [s.name for s in space.stages]
+    unknown = sorted(set(args.stage_num_gpus) - set(names))
+    if unknown:
+        raise ValueError(f"stage_num_gpus names {unknown}, not stages of the chain space {names}")
+    gpus = dict.fromkeys(names, 0.0) | {names[-1]: args.rank_num_gpus}
+    return gpus | args.stage_num_gpus
 
 
 def tuned_step(run_dir: RunDir) -> dict[str, Any]:
@@ -159,17 +178,16 @@ def build_app(args: AppArgs | dict) -> Application:
         share=1.0 / args.allocator_replicas,
         stage_timeout_s=args.stage_timeout_s, reward_variant=args.reward_variant, driver=driver,
     )  # fmt: skip
-    rank_stage = len(chains.space.stages) - 1
+    gpus = stage_gpus(args, chains.space)
     stages = {}
-    for s, stage in enumerate(chains.space.stages):
+    for stage in chains.space.stages:
         for model in stage.models:
-            gpus = args.rank_num_gpus if s == rank_stage else 0.0
             stages[model] = StageModel.options(
                 name=f"stage-{model}",
                 num_replicas=args.stage_replicas,
                 ray_actor_options={
                     "num_cpus": args.stage_num_cpus,
-                    "num_gpus": gpus,
+                    "num_gpus": gpus[stage.name],
                     "resources": dict(args.stage_resources),
                 },
             ).bind(run_dir.portable, model, args.app_name)

@@ -33,7 +33,7 @@ from greenflow.platform.allocation.offline_policies import (
     rank_model_mask,
 )
 from greenflow.platform.bootstrap import ratio_ci
-from greenflow.platform.chains import Chain, stage_costs
+from greenflow.platform.chains import Chain, ChainSpace, stage_costs
 from greenflow.platform.data.store import load_requests, read_horizon
 from greenflow.platform.documents import ChainCurvePoint, MethodCurve, OfflineEvalDoc
 from greenflow.platform.energy import PFECConfig
@@ -51,7 +51,7 @@ from greenflow.platform.evaluation import (
 )
 from greenflow.platform.evaluation_report import format_headline, format_summary, plot
 from greenflow.platform.models.pool import load_pool
-from greenflow.platform.reward.data import load_train_mean
+from greenflow.platform.reward.data import chain_space_from_dict, load_train_mean
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.platform.run_dir import CALIBRATION, RunDir
 
@@ -81,6 +81,7 @@ BASELINES = ("equal", "cras", "dcaf")  # the practical competitors of the headli
 class EvalInputs:
     """Everything the sweep needs, aligned on the evaluation requests."""
 
+    space: ChainSpace  # the simulation's
     chains: list[Chain]
     q: np.ndarray  # (J,) FLOPs per request
     stage_cost: np.ndarray  # (J, S)
@@ -121,7 +122,10 @@ def load_inputs(run_dir: RunDir) -> EvalInputs:
         raise FileNotFoundError(
             f"{run_dir.show(run_dir.reward_weights('full'))}: run `greenflow train-reward` first"
         )
-    return EvalInputs(chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
+    if sim.config is None:
+        raise InputError("simulation.json has no 'config'; run `greenflow simulate` again")
+    space = chain_space_from_dict(sim.config["chains"])
+    return EvalInputs(space, chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
                       train_mean, estimates, ev["user_id"].to_numpy(), expected)  # fmt: skip
 
 
@@ -133,18 +137,30 @@ def build_policies(inputs: EvalInputs) -> dict[str, Policy]:
     ))  # fmt: skip
 
 
+def action_subsets(space: ChainSpace) -> dict[str, set[str]]:
+    """Table 2's rows, named from the chain space: which actions GreenFlow may vary.
+
+    ``k<s>`` frees stage s's item scale, ``m<s>`` its model. A row per scale that feeds a
+    later stage, the last stage's model, all those scales, and every action; on recall →
+    pre-rank → rank: "k1 only", "k2 only", "rank model only", "k1 + k2", "all actions".
+    """
+    n = len(space.stages)
+    feeding = [f"k{s}" for s in range(1, n)]
+    subsets = {f"{k} only": {k} for k in feeding}
+    subsets[f"{space.stages[-1].name} model only"] = {f"m{n}"}
+    if len(feeding) > 1:
+        subsets[" + ".join(feeding)] = set(feeding)
+    subsets["all actions"] = {f"{a}{s}" for a in "km" for s in range(1, n + 1)}
+    return subsets
+
+
 def _restricted(chains: list[Chain], full: Chain, free: set[str]) -> np.ndarray:
-    """Chains that keep every action of ``full`` except the ``free`` ones."""
-    keep = []
-    for c in chains:
-        ok = True
-        for s, (a, f) in enumerate(zip(c.actions, full.actions, strict=True)):
-            if f"k{s + 1}" not in free and a.k != f.k:
-                ok = False
-            if "model" not in free and s == len(c.actions) - 1 and a.model != f.model:
-                ok = False
-        keep.append(ok)
-    return np.array(keep)
+    """Chains that keep every action of ``full`` except the ``free`` ones (``action_subsets``)."""
+    return np.array([
+        all((a.k == f.k or f"k{s}" in free) and (a.model == f.model or f"m{s}" in free)
+            for s, (a, f) in enumerate(zip(c.actions, full.actions, strict=True), start=1))
+        for c in chains
+    ])  # fmt: skip
 
 
 def _clicks_per_request(curve: Curve, R: np.ndarray, index: int) -> np.ndarray:
@@ -263,10 +279,8 @@ def run_evaluation(
     # Table 2: which actions GreenFlow may vary (the rest fixed at the full chain's)
     full_chain = inputs.chains[full]
     Q_full = inputs.estimates["full"]
-    subsets = {"k1 only": {"k1"}, "k2 only": {"k2"}, "rank model only": {"model"},
-               "k1 + k2": {"k1", "k2"}, "all actions": {"k1", "k2", "model"}}  # fmt: skip
     table2 = {}
-    for name, free in subsets.items():
+    for name, free in action_subsets(inputs.space).items():
         mask = _restricted(inputs.chains, full_chain, free)
         table2[name] = {**greenflow_at_table_budget(Q_full, mask), "chains": int(mask.sum())}
     # Table 3: rank-model pools

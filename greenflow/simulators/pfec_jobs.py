@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from greenflow.errors import InputError
+from greenflow.platform.chains import ChainSpace
 from greenflow.platform.energy import (
     DEFAULT_CARBON_INTENSITY_G_PER_KWH,
     DEFAULT_PUE,
@@ -216,12 +217,16 @@ def run_calibration(
     run_dir: RunDir,
     config: CalibrationConfig,
     pfec: PFECConfig,
+    space: ChainSpace,
     *,
     meter: EnergyMeter | None = None,
     estimate: EstimateConfig | None = None,
     log: Log = print,
 ) -> dict[str, Any]:
     """Load ``run_dir``'s pool, calibrate it, write ``pfec_calibration.json``; returns the doc.
+
+    ``space`` is the chain space the pool was trained in: it says how many items each
+    stage's models score (``pool_calibration.calibration_items``).
 
     ``meter`` defaults to the factory's CPU meter (RAPL, else the estimate with
     ``estimate``'s constants); GPUs are left out because the models run on the CPU.
@@ -232,7 +237,7 @@ def run_calibration(
         meter = make_cpu_meter(estimate=estimate)
     log(f"calibrating J/FLOP of {len(config.models or pool.entries)} model(s) of {run_dir}")
     try:
-        doc = calibrate_pool(pool, meter, config, pfec, log=log)
+        doc = calibrate_pool(pool, meter, config, pfec, space, log=log)
     finally:
         if own_meter:  # a meter passed in belongs to the caller
             meter.close()

@@ -83,7 +83,8 @@ class SimulateStage:
         self.max_history = pool.features.max_history
         self.sampling = sim.sampling
         models = {name: scoring_model(m.to(device)) for name, m in pool.models.items()}
-        self.stages = {name: m.stage for name, m in pool.models.items()}
+        # the FLOPs metric's stage tag: the stage the chain space puts each model in
+        self.stages = {m: st.name for st in config.chains.stages for m in st.models}
         self.flops_metric = FlopsMetric(app="simulate")
         self.simulator = AllChainSimulator(
             models, pool.flops, config.chains, generate_chains(config.chains),

@@ -55,7 +55,7 @@ def prepared_run(root: Path) -> tuple[Config, Path]:
     )
     features = FeatureSet.from_meta(read_meta(config.data_dir), max_history=10)
     items = item_feature_table(load_dataset(config.data_dir).items, features)
-    save_pool(untrained_pool("synthetic", features, items), config.run_dir)
+    save_pool(untrained_pool("synthetic", features, items, space=SPACE), config.run_dir)
     config_file = root / "config.yaml"
     config_file.write_text(yaml.safe_dump({"requests": config_to_dict(requests),
                                            "chains": config_to_dict(SPACE)}))  # fmt: skip

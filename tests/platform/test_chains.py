@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from greenflow.errors import UnknownModelError
 from greenflow.platform.chains import (
     Action,
     Chain,
@@ -55,6 +56,18 @@ def test_bad_stage_space_is_rejected() -> None:
         StageSpace("s", ("m",), (20, 10))
     with pytest.raises(ValueError, match="at least one"):
         StageSpace("s", (), (10,))
+
+
+def test_the_space_gives_each_model_its_one_stage() -> None:
+    space = default_space()
+    assert [space.stage_index(m) for m in ("dssm", "youtube_dnn", "din", "dien")] == [0, 1, 2, 2]
+    assert space.stage_index("other", default=0) == 0
+    with pytest.raises(UnknownModelError, match="no stage"):
+        space.stage_index("other")
+    with pytest.raises(ValueError, match="belongs to one stage"):
+        ChainSpace((StageSpace("a", ("m",), (10,)), StageSpace("b", ("m",), (10,))))
+    with pytest.raises(ValueError, match="unique"):
+        ChainSpace((StageSpace("a", ("m",), (10,)), StageSpace("a", ("n",), (10,))))
 
 
 def test_chain_id_round_trips() -> None:

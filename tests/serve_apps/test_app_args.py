@@ -71,6 +71,42 @@ def test_placement_resources_reach_the_replicas_and_the_driver(tmp_path) -> None
     assert stage._bound_deployment.ray_actor_options["resources"] == {"model_node": 0.5}
 
 
+def test_gpus_per_stage_come_from_the_chain_space(tmp_path) -> None:
+    from greenflow.platform.chains import ChainSpace, StageSpace
+    from greenflow.serve_apps.app import build_app, stage_gpus
+
+    space = ChainSpace(tuple(StageSpace(n, (m,), (5,)) for n, m in
+                             (("recall", "dssm"), ("rank", "din"), ("rerank", "dien"))), 5)  # fmt: skip
+    run = _run(tmp_path)
+    # default as ever: only the last stage's replicas get rank_num_gpus
+    assert stage_gpus(AppArgs(run_dir=run, rank_num_gpus=0.5), space) == {
+        "recall": 0.0, "rank": 0.0, "rerank": 0.5}  # fmt: skip
+    args = AppArgs(run_dir=run, rank_num_gpus=0.5, stage_num_gpus={"rank": 0.25, "rerank": 1.0})
+    assert stage_gpus(args, space) == {"recall": 0.0, "rank": 0.25, "rerank": 1.0}
+    with pytest.raises(ValueError, match="not stages of the chain space"):
+        stage_gpus(AppArgs(run_dir=run, stage_num_gpus={"prerank": 1.0}), space)
+    with pytest.raises(ValueError, match="stage_num_gpus"):
+        AppArgs(run_dir=run, stage_num_gpus={"rank": -1.0})
+    # and they reach the replicas
+    doc = {"chains": [{"id": "dssm@5>din@5>dien@5", "flops": 10.0}], "num_chains": 1,
+           "config": {"chains": {"stages": [{"name": s.name, "models": list(s.models),
+                                             "item_scales": [5]} for s in space.stages],
+                                 "exposed_k": 5}}}  # fmt: skip
+    (tmp_path / "simulation.json").write_text(json.dumps(doc))
+    _, stages = build_app(args)._bound_deployment.init_args
+    got = {m: h._bound_deployment.ray_actor_options["num_gpus"] for m, h in stages.items()}
+    assert got == {"dssm": 0.0, "din": 0.25, "dien": 1.0}
+    # and from the command line
+    import argparse
+
+    from greenflow.cli.serve import add_parsers, app_overrides
+
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    cli = parser.parse_args(["serve", "--stage-num-gpus", '{"rank": 0.25}'])
+    assert app_overrides(cli) == {"stage_num_gpus": {"rank": 0.25}}
+
+
 @pytest.mark.parametrize("bad", [{"node": 0.0}, {"node": -1.0}, {"": 1.0}])
 def test_placement_resources_are_validated(tmp_path, bad) -> None:
     with pytest.raises(ValueError, match="stage_resources"):

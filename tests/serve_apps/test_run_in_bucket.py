@@ -93,7 +93,7 @@ def test_simulation_training_and_serving_from_a_bucket(
     train_reward_variants(run, ["full"], RewardModelConfig(),
                           RewardTrainConfig(epochs=1, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(run, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
+                    reward_run.chains, log=lambda _: None)  # fmt: skip
     assert run.has_reward_model("full") and run.read_calibration() is not None
     prepared_s = time.perf_counter() - t0
 

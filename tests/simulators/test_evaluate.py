@@ -18,6 +18,7 @@ from greenflow.platform.reward.run import train_reward_variants
 from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.simulators.evaluate import (
     EvaluateConfig,
+    action_subsets,
     format_headline,
     format_summary,
     run_evaluation,
@@ -36,7 +37,7 @@ def evaluated(reward_run, tmp_path_factory):
     train_reward_variants(config.run_dir, ["full", "plain"], RewardModelConfig(),
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(config.run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
-                    log=lambda _: None)  # fmt: skip
+                    config.chains, log=lambda _: None)  # fmt: skip
     return config, run_evaluation(config, EvaluateConfig(budgets=10), log=lambda _: None)
 
 
@@ -184,3 +185,17 @@ def test_logged_runs_have_no_expected_outputs(evaluated) -> None:
     assert "oracle-expected" not in doc["methods"] and "expected" not in doc["headline"]
     assert all("expected_clicks" not in m for m in doc["methods"].values())
     assert all("expected_clicks" not in row for row in doc["chain_curve"])
+
+
+def test_table2_rows_are_named_from_the_chain_space() -> None:
+    from greenflow.platform.chains import ChainSpace, StageSpace, default_space
+
+    # recall → pre-rank → rank: the names offline_eval.json always had
+    assert list(action_subsets(default_space()).items()) == [
+        ("k1 only", {"k1"}), ("k2 only", {"k2"}), ("rank model only", {"m3"}),
+        ("k1 + k2", {"k1", "k2"}), ("all actions", {"k1", "k2", "k3", "m1", "m2", "m3"}),
+    ]  # fmt: skip
+    four = ChainSpace(tuple(StageSpace(n, (f"m_{n}",), (10,))
+                            for n in ("recall", "prerank", "rank", "rerank")))  # fmt: skip
+    assert list(action_subsets(four)) == ["k1 only", "k2 only", "k3 only", "rerank model only",
+                                          "k1 + k2 + k3", "all actions"]  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from greenflow.cli import main
+from greenflow.platform.chains import default_space
 from greenflow.platform.energy import (
     EstimateMeter,
     PFECConfig,
@@ -35,9 +36,8 @@ def test_run_calibration_on_a_saved_pool_with_the_estimate(
 ) -> None:
     save_pool(tiny_pool, RunDir(tmp_path))
     config = CalibrationConfig(seconds=0.2, idle_seconds=0.0, batch_size=8)
-    doc = run_calibration(
-        RunDir(tmp_path), config, PFECConfig(), meter=EstimateMeter(), log=lambda _: None
-    )
+    doc = run_calibration(RunDir(tmp_path), config, PFECConfig(), default_space(),
+                          meter=EstimateMeter(), log=lambda _: None)  # fmt: skip
     written = json.loads((tmp_path / CALIBRATION).read_text())
     assert written == doc
     required = {"device", "source", "joules_per_flop", "per_model", "pue", "method"}

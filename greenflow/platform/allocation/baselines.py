@@ -11,11 +11,13 @@ the chosen chains. What each policy may look at:
   on the training samples) whose total cost fits the budget; optionally restricted to one
   rank model (EQUAL-DIN, EQUAL-DIEN). The usual production setting.
 * ``DCAFPolicy`` — Jiang et al., "DCAF: A Dynamic Computation Allocation Framework for
-  Online Serving System", DLP-KDD 2020: one stage is allocated per request (the rank item
-  scale k_2) with a dual price; the other actions stay fixed, at the prefix (recall and
-  pre-rank scales, rank model) whose estimated clicks are highest at that budget.
+  Online Serving System", DLP-KDD 2020: one stage is allocated per request (by default the
+  item scale k_{S-1} the last stage scores: k_2 of recall → pre-rank → rank) with a dual
+  price; the other actions stay fixed, at the prefix (the other scales, every model) whose
+  estimated clicks are highest at that budget.
 * ``CRASPolicy`` — Yang et al., "Computation Resource Allocation Solution in Recommender
-  Systems", 2021: stages are treated as independent. Each stage's item scale is allocated
+  Systems", 2021: stages are treated as independent. Each stage's item scale (by default
+  every stage's but the last, whose scale is the exposed K) is allocated
   on its own with its own single-stage reward curve, budget share and dual price, and the
   stage rewards are assumed to multiply. One rank model (CRAS-DIN, CRAS-DIEN). The
   single-stage curve of stage s for request i is Q̂_i along stage s with the other stages
@@ -87,6 +89,12 @@ class EqualPolicy:
         return PolicyResult(np.full(self.n, int(best)))
 
 
+def feeding_stage(chains: Sequence[Chain]) -> int:
+    """Index of the stage whose item scale the last stage scores (S - 2; 0 for one stage):
+    DCAF's allocated stage, the scale that decides the dearest stage's work."""
+    return max(len(chains[0].actions) - 2, 0)
+
+
 def _prefix_groups(chains: Sequence[Chain], free_stage: int) -> dict[tuple, np.ndarray]:
     """Chain indices grouped by every action except ``free_stage``'s item scale."""
     groups: dict[tuple, list[int]] = {}
@@ -102,10 +110,11 @@ class DCAFPolicy:
     """Allocate one stage's item scale per request; the rest fixed at the best prefix."""
 
     def __init__(
-        self, Q: np.ndarray, q: np.ndarray, chains: Sequence[Chain], free_stage: int = 1
+        self, Q: np.ndarray, q: np.ndarray, chains: Sequence[Chain], free_stage: int | None = None
     ) -> None:
         self.Q, self.q = Q, q
-        self.groups = list(_prefix_groups(chains, free_stage).values())
+        self.free_stage = feeding_stage(chains) if free_stage is None else free_stage
+        self.groups = list(_prefix_groups(chains, self.free_stage).values())
 
     def allocate(self, budget_flops: float) -> PolicyResult:
         best: tuple[float, PolicyResult] | None = None
@@ -129,9 +138,12 @@ class CRASPolicy:
         stage_cost: np.ndarray,
         chains: Sequence[Chain],
         rank_model: str,
-        stages: Sequence[int] = (0, 1),
+        stages: Sequence[int] | None = None,  # default: every stage but the last
     ) -> None:
-        self.Q, self.stages = Q, tuple(stages)
+        self.Q = Q
+        self.stages = tuple(range(len(chains[0].actions) - 1) if stages is None else stages)
+        if not self.stages:
+            raise ValueError("CRAS allocates the scales of stages before the last: none here")
         self.q = stage_cost.sum(1)
         keep = [j for j, c in enumerate(chains) if c.actions[-1].model == rank_model]
         if not keep:

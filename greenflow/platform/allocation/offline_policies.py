@@ -22,6 +22,7 @@ from greenflow.platform.allocation.baselines import (
     EqualPolicy,
     GreenFlowPolicy,
     OraclePolicy,
+    feeding_stage,
 )
 from greenflow.platform.chains import Chain
 from greenflow.platform.evaluation import Policy
@@ -85,7 +86,8 @@ def _cras(i: PolicyInputs) -> dict[str, Policy]:
 
 
 def _dcaf(i: PolicyInputs) -> dict[str, Policy]:
-    return {"dcaf": DCAFPolicy(i.Q, i.q, i.chains, free_stage=1)}
+    # DCAF frees the scale the last stage scores (k_2 on recall → pre-rank → rank)
+    return {"dcaf": DCAFPolicy(i.Q, i.q, i.chains, free_stage=feeding_stage(i.chains))}
 
 
 def _oracle(i: PolicyInputs) -> dict[str, Policy]:

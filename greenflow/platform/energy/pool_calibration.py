@@ -3,13 +3,16 @@
 Every model runs ``encode_user`` + ``score`` on a realistic batch back to back for a fixed
 time under an energy meter (``calibration.calibrate_joules_per_flop``), the idle power
 measured just before is subtracted, and the rest is divided by the FLOPs counted from the
-pool's measured FLOPs (``model_pool.json``). ``calibrate_pool`` returns the
+pool's measured FLOPs (``model_pool.json``). How many items a request makes a model score
+comes from the chain space, by the model's stage (``calibration_items``).
+``calibrate_pool`` returns the
 ``pfec_calibration.json`` document; ``format_calibration_table`` prints it. No Ray, no
 files: ``simulators/pfec_jobs.py`` loads the pool and writes the document.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import time
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from greenflow.errors import ConfigError
+from greenflow.platform.chains import ChainSpace
 from greenflow.platform.energy.base import Clock, EnergyMeter
 from greenflow.platform.energy.calibration import calibrate_joules_per_flop
 from greenflow.platform.energy.carbon import PFECConfig
@@ -31,10 +35,6 @@ from greenflow.platform.models.features import Context, FeatureSet, make_context
 from greenflow.platform.models.pool import ModelPool
 
 Log = Callable[[str], None]
-
-# Items one request makes each stage score in calibration: recall the whole corpus (None);
-# prerank and rank a typical k_1 and k_2 of the default chain space.
-DEFAULT_SCORED_ITEMS: dict[str, int | None] = {"recall": None, "prerank": 400, "rank": 50}
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,19 @@ class CalibrationConfig:
             )
 
 
-def scored_items(stage: str, corpus_size: int) -> int:
-    """Items per request a model of ``stage`` scores in calibration."""
-    if stage not in DEFAULT_SCORED_ITEMS:
-        raise ConfigError(f"no calibration item count for stage {stage!r}")
-    n = DEFAULT_SCORED_ITEMS[stage]
-    return corpus_size if n is None else n
+def calibration_items(space: ChainSpace, corpus_size: int) -> dict[str, int]:
+    """Items per request a model of each stage (by name) scores in calibration.
+
+    The first stage scores the whole corpus; a later stage a typical number of what the
+    stage before it passes on: that stage's second-largest item scale (its only one if it
+    has one), generous without being the space's extreme. On the default space: recall
+    the corpus, prerank 400, rank 50.
+    """
+    items = {space.stages[0].name: corpus_size}
+    for feeder, stage in itertools.pairwise(space.stages):
+        scales = feeder.item_scales
+        items[stage.name] = scales[-2] if len(scales) > 1 else scales[-1]
+    return items
 
 
 def make_batch(
@@ -98,6 +105,7 @@ def calibrate_pool(
     meter: EnergyMeter,
     config: CalibrationConfig,
     pfec: PFECConfig,
+    space: ChainSpace,
     *,
     clock: Clock = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -105,7 +113,8 @@ def calibrate_pool(
 ) -> dict[str, Any]:
     """J/FLOP of each pool model on the CPU under ``meter``; the ``pfec_calibration.json`` doc.
 
-    The figure charged to a model is the energy of the CPU packages (``cpu:*``); other
+    Each model scores ``calibration_items(space, N)`` of its stage (the one the pool
+    recorded for it, from the chain space it was trained with). The figure charged to a model is the energy of the CPU packages (``cpu:*``); other
     devices of the meter (DRAM) are reported per model under ``per_device``.
     """
     names = config.models or tuple(pool.entries)
@@ -119,16 +128,22 @@ def calibrate_pool(
     source = "+".join(sorted({sources[d].value for d in compute}))
     corpus = pool.features.num_items
     batch = config.batch_size
+    stage_items = calibration_items(space, corpus)
+    strangers = {n: pool.entries[n].stage for n in names
+                 if pool.entries[n].stage not in stage_items}  # fmt: skip
+    if strangers:
+        raise ConfigError(f"model stage(s) {strangers} are not stages of the chain space "
+                          f"{list(stage_items)}: calibrate with the space the pool was trained in")  # fmt: skip
 
     per_model: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
         entry = pool.entries[name]
         model = entry.model
-        n_items = scored_items(model.stage, corpus)
+        n_items = stage_items[entry.stage]
         ctx, items = make_batch(pool.features, batch, n_items, n_items == corpus, config.seed + i)
         flops_per_call = batch * entry.flops.cost(n_items)  # B × (per request + per item × n)
         log(
-            f"  {name} ({model.stage}): {batch} requests × {n_items} items, "
+            f"  {name} ({entry.stage}): {batch} requests × {n_items} items, "
             f"{flops_per_call / 1e9:.3g} GFLOP per call, {config.seconds:g} s"
         )
         model.eval()
@@ -160,7 +175,7 @@ def calibrate_pool(
             "energy_j": energy_j,
             "duration_s": cal.duration_s,
             "source": source,
-            "stage": model.stage,
+            "stage": entry.stage,
             "batch_size": batch,
             "items_per_request": n_items,
             "calls": cal.calls,
@@ -178,6 +193,9 @@ def calibrate_pool(
         if config.idle_seconds > 0
         else "idle power not subtracted"
     )
+    first, *later = stage_items.items()
+    scored = ", ".join([f"{first[0]} scores the whole corpus of {corpus} items",
+                        *(f"{stage} {n}" for stage, n in later)])  # fmt: skip
     return {
         "device": "+".join(compute),
         "hardware": cpu_model_name(),
@@ -191,8 +209,7 @@ def calibrate_pool(
         "carbon_g_per_gflop": pfec.carbon_g(joules_per_flop * 1e9),
         "method": (
             f"Each model ran encode_user + score on batches of {batch} random requests "
-            f"(full-length histories; recall scores the whole corpus of {corpus} items, "
-            f"prerank {DEFAULT_SCORED_ITEMS['prerank']}, rank {DEFAULT_SCORED_ITEMS['rank']}) "
+            f"(full-length histories; {scored}) "
             f"back to back for {config.seconds:g} s on the CPU ({torch.get_num_threads()} torch "
             f"threads); the {source} energy of {'+'.join(compute)} over that window, "
             f"{idle_text}, divided by the FLOPs counted from model_pool.json "

@@ -28,7 +28,6 @@ WIDE_GRAPH_INIT = 4.0
 class CascadeModel(nn.Module, ABC):
     """A model that scores candidate items for a batch of requests."""
 
-    stage: ClassVar[str]  # "recall" | "prerank" | "rank"
     paper: ClassVar[str]
 
     def __init__(self, features: FeatureSet) -> None:

@@ -47,7 +47,6 @@ class DIENConfig:
 
 
 class DIEN(CascadeModel):
-    stage = "rank"
     paper = "Zhou et al., AAAI 2019"
 
     def __init__(self, features: FeatureSet, config: DIENConfig = DIENConfig()) -> None:

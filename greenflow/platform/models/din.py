@@ -41,7 +41,6 @@ class DINConfig:
 
 
 class DIN(CascadeModel):
-    stage = "rank"
     paper = "Zhou et al., KDD 2018"
 
     def __init__(self, features: FeatureSet, config: DINConfig = DINConfig()) -> None:

@@ -34,7 +34,6 @@ class DSSMConfig:
 
 
 class DSSM(CascadeModel):
-    stage = "recall"
     paper = "Huang et al., CIKM 2013"
 
     def __init__(self, features: FeatureSet, config: DSSMConfig = DSSMConfig()) -> None:

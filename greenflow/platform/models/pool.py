@@ -1,13 +1,14 @@
 """The cascade model pool: building, stage-aware training, FLOPs, head quality, saving, loading.
 
-Training goes stage by stage in cascade order (the chain space's stages). Recall learns on
-corpus negatives; every later stage learns on negatives drawn from what the trained
+Training goes stage by stage in cascade order (the chain space's stages). The first stage
+(recall) learns on corpus negatives; every later stage learns on negatives drawn from what the trained
 stages before it pass on for the same event, mixed with corpus negatives
 (``negatives.py``), and early-stops on validation pairs drawn the same way. Rank models
 read item-to-item features of the cascade-training split, cross-fitted while training
 (``item_stats.py``, ``training.CrossFit``).
 
-``model_pool.json`` (DESIGN.md §5) lists each model with its stage, measured FLOPs per
+``model_pool.json`` (DESIGN.md §5) lists each model with its stage (the chain space's stage
+whose pool names it: configuration, never the model class), measured FLOPs per
 scored item and per request, parameter count, validation AUC (corpus negatives, the
 paper's Table 1), head quality over the whole corpus (``val_hits_at_10``,
 ``val_ndcg_at_10``), weights file and sha256, and the two non-learned ``baselines``.
@@ -27,7 +28,7 @@ import pandas as pd
 import torch
 
 from greenflow.errors import ConfigError, UnknownModelError
-from greenflow.platform.chains import ChainSpace
+from greenflow.platform.chains import ChainSpace, default_space
 from greenflow.platform.data.schema import CanonicalDataset
 from greenflow.platform.documents import ModelEntry, ModelPoolDoc
 from greenflow.platform.models.base import CascadeModel
@@ -114,6 +115,7 @@ class PoolConfig:
 @dataclass
 class PoolEntry:
     name: str
+    stage: str  # the chain space's stage whose pool names the model (configuration only)
     model: CascadeModel
     flops: ModelFlops
     val_auc: float
@@ -167,17 +169,22 @@ def untrained_pool(
     items_table: torch.Tensor,
     names: tuple[str, ...] = MODEL_KINDS.names(),
     seed: int = 0,
+    space: ChainSpace | None = None,
 ) -> ModelPool:
-    """Freshly initialised models with measured FLOPs (validation AUC recorded as 0.5).
+    """Freshly initialised models with measured FLOPs (validation AUC recorded as 0.5), each
+    in its stage of ``space`` (default: ``default_space()``; a model outside it: the first).
 
     For smoke tests and benchmarks that exercise the platform rather than model quality.
     """
+    space = space or default_space()
     probe = probe_context(features)
     entries = {}
     for name in names:
         torch.manual_seed(seed)
         model = build_model(name, features, items_table).eval()
-        entries[name] = PoolEntry(name, model, measure_model_flops(model, probe), val_auc=0.5)
+        stage = space.stages[space.stage_index(name, default=0)].name
+        entries[name] = PoolEntry(name, stage, model, measure_model_flops(model, probe),
+                                  val_auc=0.5)  # fmt: skip
     return ModelPool(dataset, features, entries)
 
 
@@ -205,9 +212,9 @@ class HeadRequests:
 
 
 def _stage_order(names: tuple[str, ...], space: ChainSpace) -> list[tuple[str, int]]:
-    """(model, stage index) in cascade order; a model outside the space trains as recall."""
-    stage_of = {m: s for s, st in enumerate(space.stages) for m in st.models}
-    return sorted(((n, stage_of.get(n, 0)) for n in names), key=lambda p: p[1])
+    """(model, stage index) in cascade order; a model outside the space trains as the first
+    stage (on corpus negatives)."""
+    return sorted(((n, space.stage_index(n, default=0)) for n in names), key=lambda p: p[1])
 
 
 def _earlier_stages(
@@ -305,6 +312,7 @@ def train_pool(
         result: TrainResult = train_model(model, train, val_stage, tc, log, sampler, fit)
         entries[name] = PoolEntry(
             name=name,
+            stage=space.stages[stage].name,
             model=model,
             flops=measure_model_flops(model, probe),
             val_auc=auc(val.labels, predict(model, val)),
@@ -337,7 +345,7 @@ def save_pool(pool: ModelPool, run_dir: RunDir) -> ModelPoolDoc:
         entry.sha256 = run_dir.write_weights(entry.weights, entry.model.state_dict())
         row = {
             "name": name,
-            "stage": entry.model.stage,
+            "stage": entry.stage,
             "paper": entry.model.paper,
             "flops_per_item": entry.flops.flops_per_item,
             "flops_per_request": entry.flops.flops_per_request,
@@ -379,7 +387,7 @@ def load_pool(run_dir: RunDir) -> ModelPool:
         model.eval()
         head = row.head_quality(doc.k)  # None: a pool saved before head quality existed
         entries[row.name] = PoolEntry(
-            row.name, model, ModelFlops(row.flops_per_request, row.flops_per_item),
+            row.name, row.stage, model, ModelFlops(row.flops_per_request, row.flops_per_item),
             row.val_auc, row.weights, row.sha256, row.train or {},
             None if head is None else HeadQuality(*head, 0, doc.k),
         )  # fmt: skip

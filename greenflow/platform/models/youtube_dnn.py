@@ -33,7 +33,6 @@ class YoutubeDNNConfig:
 
 
 class YoutubeDNN(CascadeModel):
-    stage = "prerank"
     paper = "Covington et al., RecSys 2016"
 
     def __init__(self, features: FeatureSet, config: YoutubeDNNConfig = YoutubeDNNConfig()) -> None:

@@ -146,3 +146,26 @@ def test_chain_curve_is_mean_clicks_by_cost_with_its_pareto_front() -> None:
     assert [r["chain"] for r in rows] == ["b", "a", "d", "c"]  # cheapest first
     assert [r["clicks"] for r in rows] == [0.5, 0.5, 1.0, 2.0]
     assert [r["pareto"] for r in rows] == [True, False, True, True]  # "a" adds no clicks
+
+
+def test_allocated_stages_come_from_the_chain_space() -> None:
+    # three stages: DCAF frees k_2 (what rank scores), CRAS allocates k_1 and k_2
+    Q, _ = instance(5)
+    assert DCAFPolicy(Q, Q_COST, CHAINS).free_stage == 1
+    assert CRASPolicy(Q, STAGE, CHAINS, "a").stages == (0, 1)
+    # four stages: DCAF frees k_3 (what the last stage scores), CRAS k_1, k_2 and k_3
+    four = generate_chains(ChainSpace((*SPACE.stages[:2], StageSpace("rank", ("x",), (10, 20)),
+                                       StageSpace("rerank", ("a",), (10,))), exposed_k=10))  # fmt: skip
+    flops = {**FLOPS, "x": ModelFlops(50, 100)}
+    stage = stage_costs(four, flops, 500)
+    Q4 = np.random.default_rng(0).random((20, len(four))) + np.log1p(stage.sum(1))
+    dcaf = DCAFPolicy(Q4, stage.sum(1), four)
+    assert dcaf.free_stage == 2
+    for group in dcaf.groups:  # every action held but k_3
+        held = {tuple((a.model, None if s == 2 else a.k) for s, a in enumerate(four[j].actions))
+                for j in group}  # fmt: skip
+        assert len(held) == 1
+    cras = CRASPolicy(Q4, stage, four, "a")
+    assert cras.stages == (0, 1, 2)
+    choice = cras.allocate(0.5 * stage.sum(1).max() * len(Q4)).choice
+    assert all(0 <= j < len(four) for j in choice)

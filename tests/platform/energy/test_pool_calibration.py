@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from greenflow.errors import ConfigError
+from greenflow.platform.chains import ChainSpace, StageSpace, default_space
 from greenflow.platform.energy import EnergySource, PFECConfig, SingleSourceMeter
-from greenflow.platform.energy.pool_calibration import CalibrationConfig, calibrate_pool
+from greenflow.platform.energy.pool_calibration import (
+    CalibrationConfig,
+    calibrate_pool,
+    calibration_items,
+)
 from greenflow.platform.models.pool import ModelPool
 
 
@@ -44,15 +50,14 @@ class ConstantMeter(SingleSourceMeter):
 def test_calibration_charges_cpu_energy_to_counted_flops(tiny_pool: ModelPool) -> None:
     clock = TickingClock()
     config = CalibrationConfig(seconds=0.2, idle_seconds=0.0, batch_size=4, models=("dssm", "din"))
-    doc = calibrate_pool(
-        tiny_pool, ConstantMeter(clock), config, PFECConfig(), clock=clock, log=lambda _: None
-    )
+    doc = calibrate_pool(tiny_pool, ConstantMeter(clock), config, PFECConfig(), default_space(),
+                         clock=clock, log=lambda _: None)  # fmt: skip
     assert list(doc["per_model"]) == ["dssm", "din"]
     assert (doc["device"], doc["source"]) == ("cpu:0", "rapl")
     for name, row in doc["per_model"].items():
-        # recall scores the whole corpus; rank a fixed 50 items per request
+        # recall scores the whole corpus; rank prerank's second-largest k (default space: 50)
         n = 30 if name == "dssm" else 50
-        assert (row["items_per_request"], row["stage"]) == (n, tiny_pool.entries[name].model.stage)
+        assert (row["items_per_request"], row["stage"]) == (n, tiny_pool.entries[name].stage)
         flops_per_call = 4 * tiny_pool.flops[name].cost(n)  # B × (per request + per item × n)
         assert row["flops"] == pytest.approx(row["calls"] * flops_per_call)
         assert row["energy_j"] == pytest.approx(20.0 * row["duration_s"])  # cpu only, not dram
@@ -69,9 +74,28 @@ def test_calibration_charges_cpu_energy_to_counted_flops(tiny_pool: ModelPool) -
         ConstantMeter(clock),
         CalibrationConfig(seconds=0.2, idle_seconds=2.0, batch_size=4, models=("din",)),
         PFECConfig(),
+        default_space(),
         clock=clock,
         sleep=clock.advance,
         log=lambda _: None,
     )["per_model"]["din"]
     assert idle["idle_power_w"] == pytest.approx(20.0)
     assert idle["energy_j"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_item_counts_come_from_the_chain_space() -> None:
+    # the default space gives the counts calibration always used: corpus, 400, 50
+    assert calibration_items(default_space(), 1682) == {"recall": 1682, "prerank": 400,
+                                                        "rank": 50}  # fmt: skip
+    four = ChainSpace((StageSpace("a", ("dssm",), (40, 80, 160)),
+                       StageSpace("b", ("youtube_dnn",), (20,)),
+                       StageSpace("c", ("din",), (5, 10)), StageSpace("d", ("dien",), (5,))),
+                      exposed_k=5)  # fmt: skip
+    assert calibration_items(four, 30) == {"a": 30, "b": 80, "c": 20, "d": 5}
+
+
+def test_a_model_of_a_stage_outside_the_space_is_refused(tiny_pool: ModelPool) -> None:
+    other = ChainSpace((StageSpace("first", ("dssm",), (10,)),), exposed_k=5)
+    with pytest.raises(ConfigError, match="not stages of the chain space"):
+        calibrate_pool(tiny_pool, ConstantMeter(TickingClock()), CalibrationConfig(models=("din",)),
+                       PFECConfig(), other, log=lambda _: None)  # fmt: skip
