@@ -35,11 +35,11 @@ import numpy as np
 
 from greenflow.platform.allocation.baselines import DCAFPolicy, GreenFlowPolicy, OraclePolicy
 from greenflow.platform.evaluation import sweep
+from greenflow.platform.offline_evaluation import load_inputs
 from greenflow.platform.reward.model import VARIANTS
 from greenflow.platform.reward.run import fit_reward_model, load_training_data
 from greenflow.platform.reward.training import RewardTrainConfig, predict
 from greenflow.platform.run_dir import RunDir
-from greenflow.simulators.evaluate import load_inputs
 
 FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6)
 

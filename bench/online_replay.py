@@ -43,11 +43,11 @@ from greenflow.platform.allocation.adherence import budget_adherence
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.allocation.replay import EPOCH_S, ServingSettings, replay_serving
+from greenflow.platform.offline_evaluation import load_inputs
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.platform.run_dir import BENCH_ONLINE_REPLAY, RunDir
 from greenflow.platform.serving import load_serving_assets
 from greenflow.platform.traffic import TrafficProfile, request_order
-from greenflow.simulators.evaluate import load_inputs
 
 SLACK = 1.01  # a window is over budget when spend > C × this
 

@@ -150,7 +150,7 @@ def test_demo_calls_each_steps_command_function_with_its_defaults(
 ) -> None:
     from greenflow.cli import data, evaluate, pfec, simulate, train, tune
     from greenflow.platform.energy.pool_calibration import CalibrationConfig
-    from greenflow.simulators.evaluate import EvaluateConfig
+    from greenflow.platform.offline_evaluation import EvaluateConfig
     from greenflow.simulators.simulate import SimulateConfig
     from greenflow.tune_configs.step_size import StepSizeProblem, StepSizeTuneConfig
 

@@ -90,6 +90,19 @@ def test_client_imports_no_ray() -> None:
     assert _violations("client", ("ray",)) == []
 
 
+def test_simulators_hold_ray_jobs_only() -> None:
+    """A module of ``simulators`` that uses no Ray belongs in ``platform`` (issue #16)."""
+    no_ray = [
+        str(path.relative_to(PACKAGE.parent))
+        for path in _layer_files("simulators")
+        if path.name != "__init__.py"
+        and not any(
+            _within(m, "ray") or _within(m, "greenflow.ray_support") for m in imported_modules(path)
+        )  # fmt: skip
+    ]
+    assert no_ray == []
+
+
 def test_metric_declarations_import_ray_only_when_a_metric_is_made() -> None:
     """Tools and tests read the declarations without Ray; ``counter`` imports it lazily."""
     path = PACKAGE / "ray_support" / "metrics.py"

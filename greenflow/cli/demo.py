@@ -45,10 +45,10 @@ def run(
     (cascade models and reward model); ``port``: Serve HTTP port of the load test."""
     from greenflow.platform.energy import EstimateConfig, PFECConfig
     from greenflow.platform.energy.pool_calibration import CalibrationConfig
+    from greenflow.platform.offline_evaluation import EvaluateConfig
     from greenflow.platform.simulation import ChainSampling
     from greenflow.platform.traffic import TrafficProfile
     from greenflow.serve_apps.online_eval import run_online_comparison
-    from greenflow.simulators.evaluate import EvaluateConfig
     from greenflow.simulators.simulate import SimulateConfig
     from greenflow.tune_configs.step_size import StepSizeProblem, StepSizeTuneConfig
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from greenflow.cli import common
 from greenflow.cli.common import Log
-from greenflow.config import Config
+from greenflow.config import Config, config_to_dict
 from greenflow.platform.run_dir import (
     CHAIN_CURVE_PNG,
     OFFLINE_CLICKS_PNG,
@@ -16,7 +16,7 @@ from greenflow.platform.run_dir import (
 )
 
 if TYPE_CHECKING:
-    from greenflow.simulators.evaluate import EvaluateConfig
+    from greenflow.platform.offline_evaluation import EvaluateConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> None:
     """Sweep every policy over the budgets; print the summary and the headline."""
     from greenflow.platform.evaluation_report import format_headline, format_summary
-    from greenflow.simulators.evaluate import run_evaluation
+    from greenflow.platform.offline_evaluation import run_evaluation
 
-    doc = run_evaluation(config, evaluation, log)
+    doc = run_evaluation(config.run_dir, evaluation, log, config_to_dict(config))
     run_dir = config.run_dir
     full = doc.full_chain or {}
     log(f"\nclicks and Return% (vs ORACLE) at fractions of the full cost "
@@ -47,7 +47,7 @@ def run(config: Config, evaluation: EvaluateConfig, log: Log = common.log) -> No
 
 
 def _command(args: argparse.Namespace) -> None:
-    from greenflow.simulators.evaluate import EvaluateConfig
+    from greenflow.platform.offline_evaluation import EvaluateConfig
 
     config = common.load(args)
     run(config, common.from_options(EvaluateConfig, budgets=args.budgets))

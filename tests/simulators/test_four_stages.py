@@ -15,7 +15,7 @@ from greenflow.platform.chains import generate_chains
 from greenflow.platform.data.store import load_dataset, load_requests
 from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
 from greenflow.platform.models.pool import load_pool
-from greenflow.simulators.evaluate import EvaluateConfig, run_evaluation
+from greenflow.platform.offline_evaluation import EvaluateConfig, run_evaluation
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -47,7 +47,7 @@ def test_offline_evaluation_names_its_tables_from_the_space(
 ) -> None:
     shutil.copytree(four_stage_simulated.run_dir.local_path, tmp_path / "run")
     config = dataclasses.replace(four_stage_simulated, run_dir=tmp_path / "run")
-    doc = run_evaluation(config, EvaluateConfig(budgets=5), log=lambda _: None)
+    doc = run_evaluation(config.run_dir, EvaluateConfig(budgets=5), log=lambda _: None)
     assert {"greenflow", "equal", "equal-dien", "cras", "cras-dien", "dcaf", "oracle"} <= set(
         doc["methods"]
     )

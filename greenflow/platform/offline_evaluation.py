@@ -1,4 +1,4 @@
-"""``greenflow evaluate``: the offline budget sweep of every allocation policy (issue: allocation).
+"""The offline budget sweep of every allocation policy (``greenflow evaluate``); no Ray.
 
 Inputs, all from the run directory: the evaluation split's true rewards of every chain
 (``samples/``), chain costs (``simulation.json``), the reward model's estimates
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from greenflow.config import Config, config_to_dict
 from greenflow.errors import ConfigError, InputError
 from greenflow.platform.allocation.baselines import GreenFlowPolicy
 from greenflow.platform.allocation.offline_policies import (
@@ -252,9 +251,14 @@ def _pfec(
 
 
 def run_evaluation(
-    config: Config, ev: EvaluateConfig, log: Callable[[str], None] = print
+    run_dir: RunDir,
+    ev: EvaluateConfig,
+    log: Callable[[str], None] = print,
+    config_record: dict[str, Any] | None = None,
 ) -> OfflineEvalDoc:
-    run_dir = config.run_dir
+    """Sweep every policy over the budgets on ``run_dir``'s evaluation split; write
+    ``offline_eval.json`` and the plots. ``config_record``: the resolved configuration,
+    kept in the document's ``"config"`` (the CLI passes ``config_to_dict``)."""
     calibration = run_dir.read_calibration()
     if calibration is None:
         raise FileNotFoundError(
@@ -326,7 +330,7 @@ def run_evaluation(
             "table4_reward_variants": table4,
             "pfec_budget_flops": table_budget,
             "joules_per_flop": calibration["joules_per_flop"],
-            "config": config_to_dict(config),
+            **({"config": config_record} if config_record is not None else {}),
         },
     )
     run_dir.write_offline_eval(doc)

@@ -9,20 +9,21 @@ import shutil
 import numpy as np
 import pytest
 
+from greenflow.config import config_to_dict
 from greenflow.platform.documents import OfflineEvalDoc
 from greenflow.platform.energy import PFECConfig
 from greenflow.platform.energy.pool_calibration import CalibrationConfig
 from greenflow.platform.energy.report import collect_pfec_records
-from greenflow.platform.reward import RewardModelConfig
-from greenflow.platform.reward.run import train_reward_variants
-from greenflow.platform.reward.training import RewardTrainConfig
-from greenflow.simulators.evaluate import (
+from greenflow.platform.offline_evaluation import (
     EvaluateConfig,
     action_subsets,
     format_headline,
     format_summary,
     run_evaluation,
 )
+from greenflow.platform.reward import RewardModelConfig
+from greenflow.platform.reward.run import train_reward_variants
+from greenflow.platform.reward.training import RewardTrainConfig
 from greenflow.simulators.pfec_jobs import run_calibration
 
 METHODS = {"greenflow", "equal", "equal-din", "equal-dien", "cras", "cras-din", "cras-dien",
@@ -38,7 +39,12 @@ def evaluated(reward_run, tmp_path_factory):
                           RewardTrainConfig(epochs=2, batch_size=16), log=lambda _: None)  # fmt: skip
     run_calibration(config.run_dir, CalibrationConfig(seconds=0.2, idle_seconds=0.0), PFECConfig(),
                     config.chains, log=lambda _: None)  # fmt: skip
-    return config, run_evaluation(config, EvaluateConfig(budgets=10), log=lambda _: None)
+    return config, run_evaluation(
+        config.run_dir,
+        EvaluateConfig(budgets=10),
+        log=lambda _: None,
+        config_record=config_to_dict(config),
+    )
 
 
 def test_offline_eval_json_has_the_contract_keys(evaluated) -> None:
@@ -154,7 +160,7 @@ def evaluated_known(evaluated, tmp_path_factory):
         )
         pq.write_table(table, path)
     known = dataclasses.replace(config, run_dir=run_dir)
-    return known, run_evaluation(known, EvaluateConfig(budgets=10), log=lambda _: None)
+    return known, run_evaluation(known.run_dir, EvaluateConfig(budgets=10), log=lambda _: None)
 
 
 def test_known_click_model_adds_expected_clicks_and_the_true_ceiling(evaluated_known) -> None:
