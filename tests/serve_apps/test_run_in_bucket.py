@@ -39,10 +39,8 @@ def bucket_uri() -> Iterator[str]:
                                   endpoint_override=endpoint, scheme="http",
                                   allow_bucket_creation=True)  # fmt: skip
         admin.create_dir(BUCKET)
-        # allow_delayed_open: small objects go up in one PutObject; moto 5.2.1 answers a
-        # completed multipart upload with a root tag pyarrow refuses (fixed in 5.2.2)
         yield (f"s3://{KEY}:{SECRET}@{BUCKET}/runs/tiny?endpoint_override={endpoint}"
-               "&scheme=http&region=us-east-1&allow_delayed_open=true")  # fmt: skip
+               "&scheme=http&region=us-east-1")  # fmt: skip
     finally:
         server.stop()
 
