@@ -12,16 +12,16 @@ from greenflow.platform.models.pool import load_pool
 
 def test_each_model_trains_in_the_stage_the_space_gives_it(four_stage_run: Config) -> None:
     doc = four_stage_run.run_dir.read_model_pool()
-    rows = {m["name"]: m for m in doc["models"]}
-    assert {n: (m["stage"], m["train"]["stage_index"]) for n, m in rows.items()} == {
+    rows = {m.name: m for m in doc.models}
+    assert {n: (m.stage, m.train["stage_index"]) for n, m in rows.items()} == {
         "dssm": ("recall", 0), "youtube_dnn": ("prerank", 1), "din": ("rank", 2),
         "dien": ("rerank", 3),
     }  # fmt: skip
-    assert rows["dssm"]["train"]["negatives"] == "corpus"
+    assert rows["dssm"].train["negatives"] == "corpus"
     # the rerank model learns on what the three stages before it pass on
-    assert rows["dien"]["train"]["negatives"].startswith("earlier stages' candidates")
+    assert rows["dien"].train["negatives"].startswith("earlier stages' candidates")
     pool = load_pool(four_stage_run.run_dir)
-    assert {n: e.stage for n, e in pool.entries.items()} == {n: m["stage"] for n, m in rows.items()}
+    assert {n: e.stage for n, e in pool.entries.items()} == {n: m.stage for n, m in rows.items()}
     # calibration: the corpus for recall, then each feeding stage's second-largest scale
     n = pool.features.num_items
     assert calibration_items(four_stage_run.chains, n) == {"recall": n, "prerank": 20,

@@ -88,7 +88,7 @@ def test_gpus_per_stage_come_from_the_chain_space(tmp_path) -> None:
     with pytest.raises(ValueError, match="stage_num_gpus"):
         AppArgs(run_dir=run, stage_num_gpus={"rank": -1.0})
     # and they reach the replicas
-    doc = {"chains": [{"id": "dssm@5>din@5>dien@5", "flops": 10.0}], "num_chains": 1,
+    doc = {**_ONE_CHAIN_SIMULATION, "chains": [{"id": "dssm@5>din@5>dien@5", "flops": 10.0}],
            "config": {"chains": {"stages": [{"name": s.name, "models": list(s.models),
                                              "item_scales": [5]} for s in space.stages],
                                  "exposed_k": 5}}}  # fmt: skip

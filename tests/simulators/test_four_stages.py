@@ -24,12 +24,12 @@ def test_the_job_simulates_every_four_stage_chain(four_stage_simulated: Config) 
     config = four_stage_simulated
     doc = config.run_dir.read_simulation()
     chains = generate_chains(config.chains)
-    assert doc["num_chains"] == len(chains) == 8 and doc["malformed"] == []
-    assert [c["id"] for c in doc["chains"]] == [c.id for c in chains]
+    assert doc.num_chains == len(chains) == 8 and not doc.malformed
+    assert [c.id for c in doc.chains] == [c.id for c in chains]
     assert all(len(c.actions) == 4 for c in chains)
     requests = load_requests(config.data_dir)
     simulated = requests[requests["split"].isin(["reward", "eval"])]
-    assert doc["rows"] == len(simulated)
+    assert doc.rows == len(simulated)
     # the samples are the reference cascade's rewards, four stages deep
     samples = config.run_dir.read_samples().to_pandas().set_index("request_id")
     pool = load_pool(config.run_dir)
@@ -47,7 +47,7 @@ def test_offline_evaluation_names_its_tables_from_the_space(
 ) -> None:
     shutil.copytree(four_stage_simulated.run_dir.local_path, tmp_path / "run")
     config = dataclasses.replace(four_stage_simulated, run_dir=tmp_path / "run")
-    doc = run_evaluation(config.run_dir, EvaluateConfig(budgets=5), log=lambda _: None)
+    doc = run_evaluation(config.run_dir, EvaluateConfig(budgets=5), log=lambda _: None).to_json()
     assert {"greenflow", "equal", "equal-dien", "cras", "cras-dien", "dcaf", "oracle"} <= set(
         doc["methods"]
     )
