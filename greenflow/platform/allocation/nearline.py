@@ -280,11 +280,15 @@ class NearlineDriver:
         closed = []
         while self._last_closed + self.window_s <= closable + 1e-9 * self.window_s:
             start = self._last_closed + self.window_s
-            closed.append(self._close(start))
+            # A window closed over a window late (a restarted or stalled driver catching
+            # up) holds only the reports that reached it so far: the rest arrive late.
+            # Its record counts them all, but λ does not learn from a part of a window.
+            late = closable - start >= self.window_s * (1 - 1e-9)
+            closed.append(self._close(start, learn=not late))
             self._last_closed = start
         return closed
 
-    def _close(self, start: float) -> WindowRecord:
+    def _close(self, start: float, learn: bool = True) -> WindowRecord:
         w = self._open.pop(start, _Window())
         budget = self.window_budget_flops(start)
         record = WindowRecord(
@@ -299,7 +303,7 @@ class NearlineDriver:
         )
         self.records.append(record)
         self._update_shares(start, w)
-        if w.Q:
+        if w.Q and learn:
             # λ_{t+1} from this window's samples and the next window's budget.
             samples = np.concatenate(w.Q)
             next_start = start + self.window_s

@@ -188,6 +188,28 @@ def test_driver_closes_windows_after_grace_and_raises_price_on_overspend() -> No
     assert drv.windows()[-1]["spend"] == 31.0 and drv.late_reports == 1
 
 
+def test_a_window_closed_late_is_recorded_but_does_not_move_the_price() -> None:
+    """A restarted driver closes the windows since its checkpoint at once, holding only the
+    reports re-sent so far; solving λ on that part of a window (a full budget for a few
+    samples) dropped λ to 0 after a node loss."""
+    Q = np.array([[1.0, 1.05]])  # at λ = 0.01 the 1-FLOP chain: 1 of 10 FLOPs, λ should fall
+    timely, late = _driver(FakeClock(100.5)), _driver(FakeClock(100.5))
+    for drv in (timely, late):
+        drv.report(100.0, Q, np.array([0]), spend_flops=1.0)
+    timely.clock.t = 101.3
+    (rec,) = timely.tick()
+    assert timely.price() < 0.01
+    late.clock.t = 103.3  # windows 100 and 101 close two windows late
+    records = late.tick()
+    assert [r.t_s for r in records] == [100.0, 101.0, 102.0]
+    assert records[0].spend_flops == rec.spend_flops == 1.0
+    assert late.price() == 0.01
+    late.report(103.0, Q, np.array([0]), spend_flops=1.0)  # closed in time: λ learns again
+    late.clock.t = 104.3
+    late.tick()
+    assert late.price() == timely.price()
+
+
 def test_driver_checkpoint_round_trip_resumes_price_and_records() -> None:
     clock = FakeClock(100.5)
     drv = _driver(clock)
