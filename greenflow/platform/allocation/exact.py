@@ -348,6 +348,22 @@ def solve_exact(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> Allocation
     return Allocation(dual_price, choice, spend, budget, objective, lp_bound, True)
 
 
+def exact_price(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> float:
+    """``solve_exact(Q, q, budget_flops).dual_price`` (clicks/FLOP), the same value, without
+    building the allocation: for callers that need only the price (in-window pacing)."""
+    Q = as_rewards(Q)
+    q = as_costs(q, Q.shape)
+    budget = float(budget_flops)
+    if math.isnan(budget):
+        raise ValueError("budget must be a number of FLOPs, got NaN")
+    view = CostSorted(Q, q)
+    if view.n == 0:
+        return 0.0
+    if budget < view.cheapest_spend_flops():
+        return _top_price(view)
+    return _bracket(view, budget, budget, np.random.default_rng(_SEED)).price(budget)
+
+
 def dual_value(Q: np.ndarray, q: np.ndarray, budget_flops: float, dual_price: float) -> float:
     """The dual function λC + Σ_i max_j (Q_ij − λ q_ij) in clicks: an upper bound for any λ ≥ 0."""
     Q = as_rewards(Q)

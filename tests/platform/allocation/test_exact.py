@@ -219,3 +219,18 @@ def test_invalid_inputs_raise() -> None:
         solve_exact(np.ones((2, 3)), np.ones((3, 2)), 1.0)
     with pytest.raises(ValueError, match="NaN"):
         solve_exact(np.ones((2, 3)), np.ones(3), math.nan)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_price_is_solve_exacts_price_digit_for_digit(seed: int) -> None:
+    from greenflow.platform.allocation.exact import exact_price
+
+    rng = np.random.default_rng(seed)
+    n, j = int(rng.integers(1, 300)), int(rng.integers(1, 40))
+    Q = rng.uniform(0, 1, (n, j))
+    q = rng.uniform(1.0, 20.0, j) if seed % 2 else rng.uniform(1.0, 20.0, (n, j))
+    cheapest = float(np.min(q, axis=-1).sum() if q.ndim == 2 else n * q.min())
+    dearest = float(np.max(q, axis=-1).sum() if q.ndim == 2 else n * q.max())
+    for budget in (0.0, 0.5 * cheapest, cheapest, 0.5 * (cheapest + dearest), 2 * dearest):
+        assert exact_price(Q, q, budget) == solve_exact(Q, q, budget).dual_price
+    assert exact_price(np.empty((0, j)), q[0] if q.ndim == 2 else q, 1.0) == 0.0

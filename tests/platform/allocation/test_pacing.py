@@ -109,3 +109,15 @@ def test_pacing_uses_more_of_the_budget_and_earns_more() -> None:
     assert out[True][1].utilisation_pct > out[False][1].utilisation_pct + 2
     assert out[True][1].utilisation_pct > 95
     assert out[True][1].over_utilisation_pct < 0.1
+
+
+def test_the_sample_is_the_newest_rows_oldest_first_across_the_ring() -> None:
+    pacer = WindowPacer(Q_FLOPS, max_rows=4, min_rows=1)
+    rows = two_chain_rows([0.1 * k for k in range(1, 11)])
+    pacer.observe(rows[:3])
+    assert np.array_equal(pacer.sample(), rows[:3])
+    for k in range(3, 10):  # one at a time, wrapping the ring
+        pacer.observe(rows[k : k + 1])
+        assert np.array_equal(pacer.sample(), rows[max(0, k - 3) : k + 1])
+    pacer.observe(rows)  # a batch larger than the ring keeps its newest rows
+    assert np.array_equal(pacer.sample(), rows[-4:]) and pacer.rows == 4
