@@ -310,18 +310,25 @@ def _top_price(view: CostSorted) -> float:
     return top
 
 
+def _problem(
+    Q: np.ndarray, q: np.ndarray, budget_flops: float
+) -> tuple[np.ndarray, CostSorted, float]:
+    """Problem (3) checked: Q as rewards, its cost-sorted view and the budget (FLOPs)."""
+    Q = as_rewards(Q)
+    q = as_costs(q, Q.shape)
+    budget = float(budget_flops)
+    if math.isnan(budget):
+        raise ValueError("budget must be a number of FLOPs, got NaN")
+    return Q, CostSorted(Q, q), budget
+
+
 def solve_exact(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> Allocation:
     """Optimal λ* and integral allocation of problem (3).
 
     Q: (N, J) estimated clicks; q: (J,) FLOPs per chain (or (N, J) per request); budget C in
     total FLOPs. λ* is the least λ ≥ 0 whose spend S(λ) fits C (0 when argmax Q fits).
     """
-    Q = as_rewards(Q)
-    q = as_costs(q, Q.shape)
-    budget = float(budget_flops)
-    if math.isnan(budget):
-        raise ValueError("budget must be a number of FLOPs, got NaN")
-    view = CostSorted(Q, q)
+    Q, view, budget = _problem(Q, q, budget_flops)
     if view.n == 0:
         return Allocation(0.0, np.empty(0, np.intp), 0.0, budget, 0.0, 0.0, budget >= 0)
     if budget < view.cheapest_spend_flops():
@@ -351,12 +358,7 @@ def solve_exact(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> Allocation
 def exact_price(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> float:
     """``solve_exact(Q, q, budget_flops).dual_price`` (clicks/FLOP), the same value, without
     building the allocation: for callers that need only the price (in-window pacing)."""
-    Q = as_rewards(Q)
-    q = as_costs(q, Q.shape)
-    budget = float(budget_flops)
-    if math.isnan(budget):
-        raise ValueError("budget must be a number of FLOPs, got NaN")
-    view = CostSorted(Q, q)
+    _, view, budget = _problem(Q, q, budget_flops)
     if view.n == 0:
         return 0.0
     if budget < view.cheapest_spend_flops():
