@@ -108,7 +108,7 @@ def loadtest_doc(
     counted = [w for w in wins if not w["partial"]] or wins
     over = sum(w["over_budget"] for w in counted)
     adherence = budget_adherence([w["spend"] for w in counted], [w["budget"] for w in counted],
-                                 [w["requests"] for w in counted])  # fmt: skip
+                                 [w["requests"] for w in counted]).to_json()  # fmt: skip
     clicks = float(sum(r.clicks or 0 for r in ok))
     flops = float(sum(r.flops or 0.0 for r in ok))
     dropped = sum(r.dropped_client for r in records)
@@ -119,8 +119,8 @@ def loadtest_doc(
         budget_flops_per_s=float(budget_flops_per_s),
         windows=tuple(Window.from_json(w) for w in wins),
         over_budget_windows_pct=100.0 * over / len(counted) if counted else None,
-        utilisation_pct=adherence.to_json()["utilisation_pct"],
-        over_utilisation_pct=adherence.to_json()["over_utilisation_pct"],
+        utilisation_pct=adherence["utilisation_pct"],
+        over_utilisation_pct=adherence["over_utilisation_pct"],
         clicks=clicks,
         requests=len(records),
         ok=len(ok),

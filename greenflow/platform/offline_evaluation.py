@@ -50,7 +50,7 @@ from greenflow.platform.evaluation import (
 )
 from greenflow.platform.evaluation_report import format_headline, format_summary, plot
 from greenflow.platform.models.pool import load_pool
-from greenflow.platform.reward.data import chain_space_from_dict, load_train_mean
+from greenflow.platform.reward.data import load_simulated_chains, load_train_mean
 from greenflow.platform.reward.store import predict_rewards
 from greenflow.platform.run_dir import CALIBRATION, RunDir
 
@@ -93,9 +93,8 @@ class EvalInputs:
 
 def load_inputs(run_dir: RunDir) -> EvalInputs:
     """The evaluation split's rewards, the chains' costs and every trained variant's Q̂."""
-    sim = run_dir.read_simulation()
-    chains = [Chain.parse(c.id) for c in sim.chains]
-    q = np.array([c.flops for c in sim.chains], dtype=np.float64)
+    simulated = load_simulated_chains(run_dir)
+    chains, q = list(simulated.chains), simulated.flops
     pool = load_pool(run_dir)
     samples = run_dir.read_samples().to_pandas()
     samples = samples[samples["error"].isna()]
@@ -121,10 +120,7 @@ def load_inputs(run_dir: RunDir) -> EvalInputs:
         raise FileNotFoundError(
             f"{run_dir.show(run_dir.reward_weights('full'))}: run `greenflow train-reward` first"
         )
-    if sim.config is None:
-        raise InputError("simulation.json has no 'config'; run `greenflow simulate` again")
-    space = chain_space_from_dict(sim.config["chains"])
-    return EvalInputs(space, chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
+    return EvalInputs(simulated.space, chains, q, stage_costs(chains, pool.flops, pool.features.num_items), R,
                       train_mean, estimates, ev["user_id"].to_numpy(), expected)  # fmt: skip
 
 

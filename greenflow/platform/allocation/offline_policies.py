@@ -22,7 +22,6 @@ from greenflow.platform.allocation.baselines import (
     EqualPolicy,
     GreenFlowPolicy,
     OraclePolicy,
-    feeding_stage,
 )
 from greenflow.platform.chains import Chain
 from greenflow.platform.evaluation import Policy
@@ -86,8 +85,8 @@ def _cras(i: PolicyInputs) -> dict[str, Policy]:
 
 
 def _dcaf(i: PolicyInputs) -> dict[str, Policy]:
-    # DCAF frees the scale the last stage scores (k_2 on recall → pre-rank → rank)
-    return {"dcaf": DCAFPolicy(i.Q, i.q, i.chains, free_stage=feeding_stage(i.chains))}
+    # DCAF frees the scale the last stage scores (``feeding_stage``: k_2 on three stages)
+    return {"dcaf": DCAFPolicy(i.Q, i.q, i.chains)}
 
 
 def _oracle(i: PolicyInputs) -> dict[str, Policy]:

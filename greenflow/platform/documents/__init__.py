@@ -29,6 +29,7 @@ from greenflow.platform.documents.training import (
     RewardModelDoc,
     RewardVariant,
     SimulationDoc,
+    head_quality_of,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "ServingSweep",
     "SimulationDoc",
     "Window",
+    "head_quality_of",
 ]

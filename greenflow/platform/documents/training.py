@@ -4,10 +4,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from greenflow.platform.documents.base import JsonDocument, named, one, rows
+
+
+def head_quality_of(values: Mapping[str, Any], k: int) -> tuple[float, float] | None:
+    """(hits@k, NDCG@k) from a model row's or a baseline's ``val_hits_at_<k>`` and
+    ``val_ndcg_at_<k>`` (``HeadQuality.to_json``); None when they were not measured."""
+    if f"val_hits_at_{k}" not in values:
+        return None
+    return values[f"val_hits_at_{k}"], values[f"val_ndcg_at_{k}"]
 
 
 @dataclass(frozen=True)
@@ -16,7 +25,7 @@ class ModelEntry(JsonDocument):
     is in ``extra`` as ``val_hits_at_<k>``/``val_ndcg_at_<k>`` (see ``head_quality``)."""
 
     name: str  # a registered model kind (``MODEL_KINDS``)
-    stage: str  # its cascade stage ("retrieval", "pre-ranking", "ranking")
+    stage: str  # its stage's name in the chain space it was trained in ("recall", ...)
     flops_per_item: float  # FLOPs to score one candidate item
     flops_per_request: float  # FLOPs once per request (user side), whatever the items
     params: int  # trainable parameters
@@ -31,9 +40,7 @@ class ModelEntry(JsonDocument):
 
     def head_quality(self, k: int) -> tuple[float, float] | None:
         """(hits@k, NDCG@k) on the validation requests; None for a pool saved without."""
-        if f"val_hits_at_{k}" not in self.extra:
-            return None
-        return self.extra[f"val_hits_at_{k}"], self.extra[f"val_ndcg_at_{k}"]
+        return head_quality_of(self.extra, k)
 
 
 @dataclass(frozen=True)

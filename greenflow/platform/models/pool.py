@@ -30,7 +30,7 @@ import torch
 from greenflow.errors import ConfigError, UnknownModelError
 from greenflow.platform.chains import ChainSpace, default_space
 from greenflow.platform.data.schema import CanonicalDataset
-from greenflow.platform.documents import ModelEntry, ModelPoolDoc
+from greenflow.platform.documents import ModelEntry, ModelPoolDoc, head_quality_of
 from greenflow.platform.models.base import CascadeModel
 from greenflow.platform.models.dien import DIEN, DIENConfig
 from greenflow.platform.models.din import DIN, DINConfig
@@ -391,9 +391,8 @@ def load_pool(run_dir: RunDir) -> ModelPool:
             row.val_auc, row.weights, row.sha256, row.train or {},
             None if head is None else HeadQuality(*head, 0, doc.k),
         )  # fmt: skip
-    baselines = {name: HeadQuality(b[f"val_hits_at_{doc.k}"], b[f"val_ndcg_at_{doc.k}"], 0, doc.k)
-                 for name, b in (doc.baselines or {}).items()
-                 if f"val_hits_at_{doc.k}" in b}  # fmt: skip
+    baselines = {name: HeadQuality(*head, 0, doc.k) for name, b in (doc.baselines or {}).items()
+                 if (head := head_quality_of(b, doc.k)) is not None}  # fmt: skip
     return ModelPool(doc.dataset, features, entries, baselines)
 
 
@@ -401,7 +400,6 @@ def format_pool_table(doc: ModelPoolDoc) -> str:
     """The analogue of the paper's Table 1 (stage, model, AUC, FLOPs, params) with each
     model's head quality over the corpus and the two non-learned baselines below it."""
     k = doc.k
-    hits, ndcg = f"val_hits_at_{k}", f"val_ndcg_at_{k}"
     lines = [
         f"{'stage':<8} {'model':<12} {'val AUC':>8} {f'hits@{k}':>8} {f'NDCG@{k}':>8}"
         f" {'FLOPs/item':>12} {'FLOPs/request':>14} {'params':>9}",
@@ -414,5 +412,6 @@ def format_pool_table(doc: ModelPoolDoc) -> str:
             f" {m.flops_per_request:>14,.0f} {m.params:>9,}"
         )
     for name, b in (doc.baselines or {}).items():
-        lines.append(f"{'baseline':<8} {name:<12} {'':>8} {b[hits]:>8.3f} {b[ndcg]:>8.4f}")
+        h, n = head_quality_of(b, k) or (float("nan"), float("nan"))
+        lines.append(f"{'baseline':<8} {name:<12} {'':>8} {h:>8.3f} {n:>8.4f}")
     return "\n".join(lines)
