@@ -178,9 +178,42 @@ class FlopsMetric:
             self._counter.inc(float(flops), tags={"app": self.app, "stage": stage, "model": model})
 
 
+class CounterBuffer:
+    """Increments of a Ray counter summed in the process and sent by ``flush()``.
+
+    A Ray metric call costs ~0.1-0.2 ms of a replica's CPU (``Metric._record``), which a
+    serving replica paid per request and per counter; summed here, a counter costs one
+    call per tag set and flush (the replica flushes every ~0.1-0.5 s). Prometheus scrapes
+    the same totals, at most one flush period later.
+    """
+
+    def __init__(self, counter: Counter, default_tags: dict[str, str] | None = None) -> None:
+        self._counter = counter
+        self._default_tags = dict(default_tags or {})
+        self._pending: dict[tuple[tuple[str, str], ...], float] = {}
+
+    def add(self, value: float, **tags: str) -> None:
+        """Add ``value`` (> 0; others are ignored, as Ray counters refuse them)."""
+        if value > 0:
+            key = tuple(sorted(tags.items()))
+            self._pending[key] = self._pending.get(key, 0.0) + float(value)
+
+    def flush(self) -> None:
+        """Send the sums and forget them."""
+        pending, self._pending = self._pending, {}
+        for key, value in pending.items():
+            self._counter.inc(value, tags={**self._default_tags, **dict(key)})
+
+    @property
+    def pending(self) -> float:
+        """The sum not yet sent, over every tag set."""
+        return sum(self._pending.values())
+
+
 __all__ = [
     "ALL_METRICS",
     "CARBON_GRAMS",
+    "CounterBuffer",
     "DUAL_PRICE",
     "ENERGY_JOULES",
     "FLOPS",

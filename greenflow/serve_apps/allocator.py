@@ -52,7 +52,7 @@ from greenflow.platform.serving import (
     UnknownUserError,
     load_serving_assets,
 )
-from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS
+from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS, CounterBuffer
 from greenflow.serve_apps.batching import MicroBatcher
 from greenflow.serve_apps.chain_runner import ChainRunner, StageFailure
 from greenflow.serve_apps.driver import DriverConfig, start_driver
@@ -174,12 +174,16 @@ class Allocator:
         self.counts = {"requests": 0, "errors": 0, "degraded": 0, "rejected": 0}
         self._loop_task: asyncio.Task[None] | None = None
         tags = {"app": config.app_name}
-        self._requests = Counter(REQUESTS.name, REQUESTS.description, REQUESTS.tag_keys)
-        self._requests.set_default_tags(tags)
+        # The counters are summed here and sent with each poll (``metrics.CounterBuffer``);
+        # the latency histogram is observed per request.
+        self._requests = CounterBuffer(
+            Counter(REQUESTS.name, REQUESTS.description, REQUESTS.tag_keys), tags
+        )
         self._latency = Histogram(REQUEST_LATENCY_MS.name, REQUEST_LATENCY_MS.description,
                                   LATENCY_BUCKETS_MS, REQUEST_LATENCY_MS.tag_keys)  # fmt: skip
         self._latency.set_default_tags(tags)
-        self._flops = Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys)
+        self._flops = CounterBuffer(Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys),
+                                    {**tags, "stage": "allocator", "model": "reward"})  # fmt: skip
         self._overhead_flops = self.assets.allocator_flops_per_request
         self._allocator = MicroBatcher(self._allocate, max_batch=32, linger_s=ALLOCATE_LINGER_S)
 
@@ -189,7 +193,8 @@ class Allocator:
             self._loop_task = asyncio.get_running_loop().create_task(self._nearline_loop())
 
     async def _nearline_loop(self) -> None:
-        """Every ``POLL_S``: send the reports, then read λ and this replica's budget shares.
+        """Every ``POLL_S``: send the summed metrics and the reports, then read λ and this
+        replica's budget shares.
 
         The poll names the replica, so the driver counts it as alive even without traffic.
         The shares the driver publishes (keyed by window) are used with several replicas
@@ -198,6 +203,8 @@ class Allocator:
         """
         while True:
             await asyncio.sleep(POLL_S)
+            self._requests.flush()
+            self._flops.flush()
             try:
                 await self._flush()
                 state = await asyncio.wait_for(
@@ -354,10 +361,9 @@ class Allocator:
         self._record(decision, Q, j, flops)
         chain = self.assets.chains[j]
         self.counts["requests"] += 1
-        self._requests.inc(tags={"chain": chain.id})
-        if self._overhead_flops > 0 and self.fixed is None:  # the reward model's FLOPs
-            self._flops.inc(self._overhead_flops, tags={
-                "app": self.config.app_name, "stage": "allocator", "model": "reward"})  # fmt: skip
+        self._requests.add(1.0, chain=chain.id)
+        if self.fixed is None:  # the reward model's FLOPs
+            self._flops.add(self._overhead_flops)
         latency_ms = (time.perf_counter() - start) * 1e3
         self._latency.observe(latency_ms)
         return JSONResponse(

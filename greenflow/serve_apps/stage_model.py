@@ -3,12 +3,15 @@ item-embedding index), pre-rank YouTube DNN, rank DIN, rank DIEN.
 
 The deployment wraps ``platform.stage.StageScorer`` and adds only Serve concerns: dynamic
 batching of concurrent requests (``batching.MicroBatcher``: no wait, a batch is what
-queued while the last one ran; each request keeps its own candidates and k), FLOPs exported per call as ``greenflow_flops{app, stage, model}``, and an optional
+queued while the last one ran; each request keeps its own candidates and k), FLOPs exported
+as ``greenflow_flops{app, stage, model}`` (summed in the replica and sent every
+``METRICS_FLUSH_S``: ``metrics.CounterBuffer``), and an optional
 GPU per replica (``ray_actor_options={"num_gpus": …}``, used when CUDA is there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
@@ -19,13 +22,14 @@ from greenflow.platform.cascade import scoring_model
 from greenflow.platform.models.pool import load_pool
 from greenflow.platform.run_dir import RunDir
 from greenflow.platform.stage import StageRequest, StageResult, StageScorer
-from greenflow.ray_support.metrics import FlopsMetric
+from greenflow.ray_support.metrics import FLOPS, CounterBuffer, counter
 from greenflow.serve_apps.batching import MicroBatcher
 
 MAX_BATCH = 16
 # Under load (the last batch held > 1 request) a batch waits this long for more: the model's
 # per-batch cost is shared by more requests. A lone request never waits.
 LINGER_S = 0.002
+METRICS_FLUSH_S = 0.5  # how often the summed FLOPs go to Ray's metrics
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -49,7 +53,8 @@ class StageModel:
             pool.features.max_history,
             device,
         )
-        self.flops_metric = FlopsMetric(app_name)
+        self._flops = CounterBuffer(counter(FLOPS), {"app": app_name, "model": model})
+        self._flusher: asyncio.Task[None] | None = None
         self._batcher = MicroBatcher(self._score_batch, MAX_BATCH, LINGER_S)
 
     def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
@@ -63,8 +68,15 @@ class StageModel:
 
     async def score(self, request: StageRequest, stage: str) -> StageResult:
         result = await self._batcher(request)
-        self.flops_metric.record(result.flops, stage=stage, model=self.model_name)
+        self._flops.add(result.flops, stage=stage)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
         return result
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self._flops.flush()
 
     def info(self) -> dict[str, str]:
         return {"model": self.model_name, "device": self.device}

@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 import ray
 
-from greenflow.ray_support.metrics import FlopsMetric
+from greenflow.ray_support.metrics import FLOPS, CounterBuffer, FlopsMetric, counter
 from greenflow.simulators.node_meter import (
     ACTOR_NAME_PREFIX,
     NAMESPACE,
@@ -66,7 +66,7 @@ _NODE_SERIES = (
 
 
 def _exported(node: dict, devices: list[str]) -> Series | None:
-    """The node's series once every device's three series and the FLOPs counter are in."""
+    """The node's series once every device's three series and the test's FLOPs are in."""
     series = scrape(node["NodeManagerAddress"], node["MetricsExportPort"])
     found = {
         (name, labels.get("device"))
@@ -74,8 +74,12 @@ def _exported(node: dict, devices: list[str]) -> Series | None:
         if name in _NODE_SERIES and labels.get("node") == node["NodeID"]
     }
     complete = found >= {(name, device) for name in _NODE_SERIES for device in devices}
-    flops = any(name == "ray_greenflow_flops_total" for name, _, _ in series)
-    return series if complete and flops else None
+    flops = {
+        labels.get("stage")
+        for name, labels, _ in series
+        if name == "ray_greenflow_flops_total" and labels.get("app") == "test-app"
+    }
+    return series if complete and flops >= {"rank", "recall"} else None
 
 
 def _meter_names() -> list[str]:
@@ -99,6 +103,10 @@ def test_node_meters_export_pfec_series(ray_cluster: None) -> None:
             assert stats["wall_s"] >= first_wall_s[node_id]  # same actor, not a new one
 
         FlopsMetric("test-app").record(2.5e9, stage="rank", model="din")
+        summed = CounterBuffer(counter(FLOPS), {"app": "test-app"})  # as serving replicas do
+        summed.add(1e9, stage="recall", model="dssm")
+        summed.add(2e9, stage="recall", model="dssm")
+        summed.flush()
         before = node_meter_stats()
 
         for node in nodes:
@@ -111,12 +119,12 @@ def test_node_meters_export_pfec_series(ray_cluster: None) -> None:
                 assert value >= 0.0
             energy = [v for n, _, v in ours if n == "ray_greenflow_energy_joules_total"]
             assert sum(energy) > 0.0
-            (flops,) = [
-                (labels, value)
+            flops = sorted(
+                (labels["stage"], labels["model"], value)
                 for name, labels, value in series
                 if name == "ray_greenflow_flops_total" and labels.get("app") == "test-app"
-            ]
-            assert (flops[0]["stage"], flops[0]["model"], flops[1]) == ("rank", "din", 2.5e9)
+            )
+            assert flops == [("rank", "din", 2.5e9), ("recall", "dssm", 3e9)]
 
         # Overhead over the scrape wait, start-up excluded: CPU seconds per wall second.
         after = node_meter_stats()

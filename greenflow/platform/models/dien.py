@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from greenflow.platform.models.base import (
     CascadeModel,
@@ -86,10 +88,57 @@ class DIEN(CascadeModel):
         return state
 
     def _extract(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # Histories are left-padded: the hidden state is held (not updated) through padded
-        # steps so every request's states depend on its real clicks only, whatever L is.
-        # Leading steps that are padding in every row hold h at zero and emit zeros, so they
-        # are skipped: the same floats, fewer GRU steps for short histories (serving).
+        """Extractor states (B, L, g): zeros at padded steps, and at real steps the GRU
+        over the row's real clicks only (its hidden state starts at zero on the first).
+
+        Under ``torch.inference_mode`` (serving: ``stage.StageScorer``) the GRU runs as
+        one fused call over each row's real steps (``torch.gru`` on packed rows: histories
+        are left-padded, so a row's real steps are its last ``len``), ~2-3x faster than
+        the Python loop of ``GRUCell`` calls (50 steps, one request: 1.3-1.6 -> 0.5 ms).
+        It is the same recurrence, but its float64 states may differ from the loop's in
+        the last bits, below the float32 rounding of the scores (``cascade.item_scores``;
+        the served items equal ``run_chain``'s, tests). Training, the simulation and FLOPs
+        counting keep the loop, so their numbers do not move by a bit. A mask that is not
+        a suffix of real steps always takes the loop.
+        """
+        if not torch.is_inference_mode_enabled():
+            return self._extract_loop(hist, mask)
+        b, length, _ = hist.shape
+        g = self.config.gru_hidden
+        lengths = mask.sum(dim=1)
+        suffix = torch.arange(length, device=mask.device) >= (length - lengths).unsqueeze(1)
+        if not torch.equal(mask, suffix):
+            return self._extract_loop(hist, mask)
+        states = hist.new_zeros(b, length, g)
+        rows = (lengths > 0).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return states
+        cell = self.extractor
+        params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+        n_max = int(lengths.max())
+        lens = lengths[rows]
+        offset = (length - lens).unsqueeze(1)  # (R, 1) first real step of each row
+        cols = (offset + torch.arange(n_max, device=hist.device)).clamp_max(length - 1)
+        aligned = hist[rows.unsqueeze(1), cols]  # (R, n_max, d): real steps first
+        packed = pack_padded_sequence(aligned, lens.cpu(), batch_first=True, enforce_sorted=False)
+        h0 = hist.new_zeros(1, len(rows), g)
+        data, _ = torch.gru(packed.data, packed.batch_sizes, h0, params, True, 1, 0.0, False,
+                            False)  # fmt: skip
+        out, _ = pad_packed_sequence(
+            PackedSequence(
+                data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+            ),  # fmt: skip
+            batch_first=True,
+            total_length=n_max,
+        )  # (R, n_max, g), zeros past each row's length
+        real = torch.arange(n_max, device=hist.device) < lens.unsqueeze(1)
+        states[rows.unsqueeze(1).expand_as(cols)[real], cols[real]] = out[real]
+        return states
+
+    def _extract_loop(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Any mask: the hidden state is held (not updated) through padded steps, so every
+        # row's states depend on its real clicks only. Leading steps that are padding in
+        # every row hold h at zero and emit zeros, so they are skipped.
         b, length, _ = hist.shape
         h = hist.new_zeros(b, self.config.gru_hidden)
         start = _first_step(mask)
@@ -109,13 +158,19 @@ class DIEN(CascadeModel):
         att = torch.softmax(logits.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
         att = torch.nan_to_num(att, nan=0.0)  # users with an empty history
         h = states.new_zeros(b, n, g)
+        # Per step: one product for the recurrent projections, the reset and update gates
+        # in one sigmoid (the module-free ops keep the per-step overhead down: this loop is
+        # the cost that scales with the items scored).
+        x_ru = states_x[..., : 2 * g].unsqueeze(2)  # (B, L, 1, 2g)
+        x_n = states_x[..., 2 * g :].unsqueeze(2)  # (B, L, 1, g)
+        att_steps = att.transpose(1, 2).unsqueeze(-1)  # (B, L, n, 1)
+        w_h = self.aug_h.weight  # (3g, g), no bias
         # A step that is padding in every row has attention 0: h stays zero (skipped, exact).
         for t in range(_first_step(mask), length):
-            xr, xu, xn = states_x[:, t].unsqueeze(1).split(g, dim=-1)  # each (B, 1, g)
-            hr, hu, hn = self.aug_h(h).split(g, dim=-1)  # each (B, n, g)
-            reset = torch.sigmoid(xr + hr)
-            update = torch.sigmoid(xu + hu) * att[:, :, t : t + 1]  # attention-scaled gate
-            new = torch.tanh(xn + reset * hn)
+            h_proj = F.linear(h, w_h)  # (B, n, 3g)
+            gates = torch.sigmoid(x_ru[:, t] + h_proj[..., : 2 * g])
+            reset, update = gates[..., :g], gates[..., g:] * att_steps[:, t]
+            new = torch.tanh(x_n[:, t] + reset * h_proj[..., 2 * g :])
             h = h + update * (new - h)
         pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
         return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)

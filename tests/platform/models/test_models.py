@@ -87,3 +87,46 @@ def test_models_train_one_step(model, context) -> None:
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def _dien(features) -> dien.DIEN:
+    torch.manual_seed(0)
+    return MODEL_KINDS["dien"].model_cls(features).double().eval()
+
+
+@pytest.mark.parametrize("histories", [[[4, 9, 2]], [[4, 9, 2], [], [7], list(range(1, 12))]])
+def test_dien_fused_extractor_matches_the_step_loop(features, histories) -> None:
+    # serving (inference mode) runs the GRU fused over each row's real steps: the same
+    # states as the GRUCell loop to float64 rounding, zeros at padding and for no history
+    model = _dien(features)
+    ctx = make_context(np.ones((len(histories), 2), dtype=np.int64),
+                       pad_histories(histories, features.max_history))  # fmt: skip
+    hist_ids = ctx["history"]
+    with torch.inference_mode():
+        emb = model.item_emb(hist_ids)
+        fused = model._extract(emb, hist_ids > 0)
+        loop = model._extract_loop(emb, hist_ids > 0)
+    torch.testing.assert_close(fused, loop, rtol=0, atol=1e-12)
+    assert torch.equal(fused[hist_ids == 0], torch.zeros_like(fused[hist_ids == 0]))
+
+
+def test_dien_extractor_takes_the_loop_for_a_mask_with_holes(features) -> None:
+    model = _dien(features)
+    hist_ids = torch.tensor([[0, 3, 0, 5, 6]])  # not left-padded: the loop's semantics
+    with torch.inference_mode():
+        emb = model.item_emb(hist_ids)
+        assert torch.equal(
+            model._extract(emb, hist_ids > 0), model._extract_loop(emb, hist_ids > 0)
+        )
+
+
+def test_dien_serving_scores_equal_the_reference_after_float32_rounding(features, context) -> None:
+    # what the stage replicas compute (inference mode: fused GRU) against what training,
+    # the simulation and run_chain compute (the loop), as the cascade compares them
+    model = _dien(features)
+    items = torch.randint(1, 31, (len(context["history"]), 9))
+    with torch.no_grad():
+        reference = model(context, items).float()
+    with torch.inference_mode():
+        served = model(context, items).float()
+    assert torch.equal(served, reference)
