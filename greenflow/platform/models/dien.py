@@ -152,28 +152,54 @@ class DIEN(CascadeModel):
     def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
         states, states_x, mask = state["states"], state["states_x"], state["mask"]
         b, n = items.shape
-        length, g = states.shape[1], self.config.gru_hidden
         cand = self.item_emb(items)  # (B, n, d)
         logits = torch.bmm(self.att(cand), states.transpose(1, 2))  # (B, n, L)
         att = torch.softmax(logits.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
         att = torch.nan_to_num(att, nan=0.0)  # users with an empty history
-        h = states.new_zeros(b, n, g)
-        # Per step: one product for the recurrent projections, the reset and update gates
-        # in one sigmoid (the module-free ops keep the per-step overhead down: this loop is
-        # the cost that scales with the items scored).
+        start = _first_step(mask)  # steps that are padding in every row: att 0, h stays 0
+        if torch.is_grad_enabled():
+            h = self._evolve_reference(states_x, att, start, b, n)
+        else:
+            h = self._evolve(states_x, att, start, b, n)
+        pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
+        return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)
+
+    def _evolve(self, states_x: torch.Tensor, att: torch.Tensor, start: int, b: int,
+                n: int) -> torch.Tensor:  # fmt: skip
+        """The AUGRU's last hidden state (B, n, g) without autograd (serving, simulation).
+
+        The same floats as ``_evolve_reference`` (checked bit for bit on the ML-100k eval
+        users) with fewer ops per step, the loop that scales with the items scored: one
+        sigmoid for both gates, no module call (100 items: 1.58 -> 1.24 ms). Its gradients
+        would differ in the last bits, so training keeps the reference.
+        """
+        g = self.config.gru_hidden
+        h = states_x.new_zeros(b, n, g)
         x_ru = states_x[..., : 2 * g].unsqueeze(2)  # (B, L, 1, 2g)
         x_n = states_x[..., 2 * g :].unsqueeze(2)  # (B, L, 1, g)
         att_steps = att.transpose(1, 2).unsqueeze(-1)  # (B, L, n, 1)
         w_h = self.aug_h.weight  # (3g, g), no bias
-        # A step that is padding in every row has attention 0: h stays zero (skipped, exact).
-        for t in range(_first_step(mask), length):
+        for t in range(start, states_x.shape[1]):
             h_proj = F.linear(h, w_h)  # (B, n, 3g)
             gates = torch.sigmoid(x_ru[:, t] + h_proj[..., : 2 * g])
             reset, update = gates[..., :g], gates[..., g:] * att_steps[:, t]
             new = torch.tanh(x_n[:, t] + reset * h_proj[..., 2 * g :])
             h = h + update * (new - h)
-        pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
-        return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)
+        return h
+
+    def _evolve_reference(self, states_x: torch.Tensor, att: torch.Tensor, start: int, b: int,
+                          n: int) -> torch.Tensor:  # fmt: skip
+        """The AUGRU as trained: reset r, update u·a_t (attention-scaled), new state."""
+        g = self.config.gru_hidden
+        h = states_x.new_zeros(b, n, g)
+        for t in range(start, states_x.shape[1]):
+            xr, xu, xn = states_x[:, t].unsqueeze(1).split(g, dim=-1)  # each (B, 1, g)
+            hr, hu, hn = self.aug_h(h).split(g, dim=-1)  # each (B, n, g)
+            reset = torch.sigmoid(xr + hr)
+            update = torch.sigmoid(xu + hu) * att[:, :, t : t + 1]  # attention-scaled gate
+            new = torch.tanh(xn + reset * hn)
+            h = h + update * (new - h)
+        return h
 
 
 def _first_step(mask: torch.Tensor) -> int:

@@ -130,3 +130,17 @@ def test_dien_serving_scores_equal_the_reference_after_float32_rounding(features
     with torch.inference_mode():
         served = model(context, items).float()
     assert torch.equal(served, reference)
+
+
+def test_dien_evolving_layer_without_autograd_gives_the_trained_floats(features) -> None:
+    # serving and the simulation run the AUGRU with fewer ops; training keeps the
+    # reference (its gradients depend on the op order); the forward floats are the same
+    model = _dien(features)
+    torch.manual_seed(1)
+    g = model.config.gru_hidden
+    states_x = torch.randn(3, 6, 3 * g, dtype=torch.float64)
+    att = torch.softmax(torch.randn(3, 5, 6, dtype=torch.float64), dim=-1)
+    with torch.no_grad():
+        fast = model._evolve(states_x, att, 1, 3, 5)
+        reference = model._evolve_reference(states_x, att, 1, 3, 5)
+    assert torch.equal(fast, reference)
