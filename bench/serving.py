@@ -38,6 +38,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,34 @@ def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def pct(values: list[float], p: float) -> float:
     return float(np.percentile(values, p))
+
+
+def process_cpu_s() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process, by pid, with its command line (Linux
+    ``/proc``; empty elsewhere)."""
+    out: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        out[int(pid_dir.name)] = (cmd, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_role(cmd: str, pid: int, app: str) -> str:
+    """Who a process is in the split: one of ``app``'s deployments, the proxy, this client,
+    or the rest (Ray's own processes, the other app's idle replicas, the machine)."""
+    replica = f"ray::ServeReplica:{app}:"
+    if cmd.startswith(replica):
+        return cmd[len(replica) :].split()[0]
+    if cmd.startswith("ray::ProxyActor"):
+        return "proxy"
+    if cmd.startswith("ray::DualPriceDriver"):
+        return "driver"
+    return "client" if pid == os.getpid() else "rest"
 
 
 def sequential(url: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,9 +173,12 @@ def concurrent(url: str, bodies: list[dict[str, Any]], clients: int, seconds: fl
 
 
 def sweep(urls: dict[str, str], bodies: list[dict[str, Any]], seconds: float, rounds: int,
-          ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+          apps: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:  # fmt: skip
     """Per target: p50/p99 (ms) and requests/s at 1, 4 and 16 clients, the best requests/s,
-    and the answers of the single client (each with its ``latency_ms``).
+    the answers of the single client (each with its ``latency_ms``), and at 16 clients the
+    CPU milliseconds per request of each process (``cpu_ms_per_request_c16``: the target's
+    deployments, the proxy, this client and the rest; ``apps`` names each target's Serve
+    app) — on a saturated machine, where the throughput goes.
 
     At each client level the targets take turns, ``rounds`` slices of ``seconds / rounds``
     each, so a change in the machine's load (other work on a shared node) falls on all of
@@ -156,9 +188,15 @@ def sweep(urls: dict[str, str], bodies: list[dict[str, Any]], seconds: float, ro
     single: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     for clients in CLIENT_LEVELS:
         runs = {name: {"latency": [], "docs": [], "wall_s": 0.0} for name in urls}
+        cpu: dict[str, dict[str, float]] = {name: {} for name in urls}
         for _ in range(rounds):
             for name, url in urls.items():
+                before = process_cpu_s() if clients == CLIENT_LEVELS[-1] else {}
                 run = concurrent(url, bodies, clients, seconds / rounds)
+                for pid, (cmd, cpu_s) in (process_cpu_s() if before else {}).items():
+                    role = cpu_role(cmd, pid, apps[name])
+                    used = cpu_s - before.get(pid, (cmd, 0.0))[1]
+                    cpu[name][role] = cpu[name].get(role, 0.0) + used
                 runs[name]["latency"] += run["latency"]
                 runs[name]["docs"] += run["docs"]
                 runs[name]["wall_s"] += run["wall_s"]
@@ -167,6 +205,11 @@ def sweep(urls: dict[str, str], bodies: list[dict[str, Any]], seconds: float, ro
             o[f"p50_ms_c{clients}"] = pct(run["latency"], 50)
             o[f"p99_ms_c{clients}"] = pct(run["latency"], 99)
             o[f"rps_c{clients}"] = len(run["latency"]) / run["wall_s"]
+            if cpu[name]:
+                o[f"cpu_ms_per_request_c{clients}"] = {
+                    role: 1e3 * used / len(run["latency"])
+                    for role, used in sorted(cpu[name].items(), key=lambda kv: -kv[1])
+                }
             docs = run["docs"]
             if docs and "batch" in docs[0]["stage_ms"][0]:  # the app's stages
                 o[f"stage_batch_c{clients}"] = [  # mean requests per model batch, per stage
@@ -308,7 +351,8 @@ def floor_and_app(run_dir: RunDir, bodies: list[dict[str, Any]], roomy: dict[str
         for url in urls.values():
             for body in bodies[:20]:  # warm-up: first calls load code paths and caches
                 post(url, body)
-        measured, single = sweep(urls, bodies, seconds, rounds)
+        measured, single = sweep(urls, bodies, seconds, rounds,
+                                 {"floor": "floor", "app": app.app_name})  # fmt: skip
     finally:
         serve.delete("floor")
         teardown(app.app_name)
@@ -348,6 +392,12 @@ def report(table: dict[str, Any], clients: int) -> None:
         r = table["ratios"]
         print(f"    app / floor: sequential p50 {r['p50_c1_app_over_floor']:.2f}x (target <= 1.5), "
               f"best throughput {r['max_rps_app_over_floor']:.2f}x (target >= 0.8)")  # fmt: skip
+        for name, d in (("floor", fl), ("app", ap)):
+            split = d.get(f"cpu_ms_per_request_c{CLIENT_LEVELS[-1]}")
+            if split:
+                print(f"    {name}, {CLIENT_LEVELS[-1]} clients, CPU ms per request: "
+                      f"{sum(split.values()):.1f} = " + " + ".join(
+                          f"{role} {ms:.1f}" for role, ms in split.items() if ms >= 0.05))  # fmt: skip
         for name, key in (("app", "breakdown_ms"), ("floor", "floor_breakdown_ms")):
             br = table[key]
             print(f"    {name}, one client, median ms: end to end {br['end_to_end']:.1f} = "
