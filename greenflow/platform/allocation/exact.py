@@ -363,6 +363,13 @@ def exact_price(Q: np.ndarray, q: np.ndarray, budget_flops: float) -> float:
         return 0.0
     if budget < view.cheapest_spend_flops():
         return _top_price(view)
+    # A budget that does not bind: every request's best chain fits, λ* = 0 (``_bracket``
+    # walks the hull from λ = 0 and would answer its lower end; this skips the walk). The
+    # margin leaves budgets within rounding of that spend to the walk, whose sums of steps
+    # round differently, so the answer is solve_exact's to the digit.
+    (best,) = view.positions([0.0])
+    if float(view.cost(best).sum()) <= budget * (1.0 - 1e-9):
+        return 0.0
     return _bracket(view, budget, budget, np.random.default_rng(_SEED)).price(budget)
 
 

@@ -231,6 +231,13 @@ def test_exact_price_is_solve_exacts_price_digit_for_digit(seed: int) -> None:
     q = rng.uniform(1.0, 20.0, j) if seed % 2 else rng.uniform(1.0, 20.0, (n, j))
     cheapest = float(np.min(q, axis=-1).sum() if q.ndim == 2 else n * q.min())
     dearest = float(np.max(q, axis=-1).sum() if q.ndim == 2 else n * q.max())
-    for budget in (0.0, 0.5 * cheapest, cheapest, 0.5 * (cheapest + dearest), 2 * dearest):
+    best = Q.argmax(axis=1)  # no ties in uniform draws: each request's chain at λ = 0
+    at_zero = float((q[np.arange(n), best] if q.ndim == 2 else q[best]).sum())
+    budgets = (0.0, 0.5 * cheapest, cheapest, 0.5 * (cheapest + dearest), at_zero,
+               np.nextafter(at_zero, 0.0), 1.001 * at_zero, 2 * dearest)  # fmt: skip
+    for budget in budgets:
         assert exact_price(Q, q, budget) == solve_exact(Q, q, budget).dual_price
+    # a budget that does not bind (the fast path): λ* = 0, and just below it λ* > 0
+    assert exact_price(Q, q, 1.001 * at_zero) == 0.0 < exact_price(Q, q, 0.999 * at_zero)
+    assert solve_exact(Q, q, 1.001 * at_zero).dual_price == 0.0
     assert exact_price(np.empty((0, j)), q[0] if q.ndim == 2 else q, 1.0) == 0.0
