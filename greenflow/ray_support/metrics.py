@@ -199,10 +199,18 @@ class CounterBuffer:
             self._pending[key] = self._pending.get(key, 0.0) + float(value)
 
     def flush(self) -> None:
-        """Send the sums and forget them."""
-        pending, self._pending = self._pending, {}
-        for key, value in pending.items():
-            self._counter.inc(value, tags={**self._default_tags, **dict(key)})
+        """Send the sums and forget them. A sum whose call fails is kept for the next flush
+        (the others are sent), and the first error is raised after the loop."""
+        error: Exception | None = None
+        for key, value in list(self._pending.items()):
+            try:
+                self._counter.inc(value, tags={**self._default_tags, **dict(key)})
+            except Exception as err:
+                error = error or err
+                continue
+            del self._pending[key]
+        if error is not None:
+            raise error
 
     @property
     def pending(self) -> float:

@@ -203,8 +203,11 @@ class Allocator:
         """
         while True:
             await asyncio.sleep(POLL_S)
-            self._requests.flush()
-            self._flops.flush()
+            try:  # a metrics failure must not stop the λ poll
+                self._requests.flush()
+                self._flops.flush()
+            except Exception:
+                logger.exception("sending the allocator's metrics failed")
             try:
                 await self._flush()
                 state = await asyncio.wait_for(

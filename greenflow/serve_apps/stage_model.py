@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 
 import torch
@@ -24,6 +25,8 @@ from greenflow.platform.run_dir import RunDir
 from greenflow.platform.stage import StageRequest, StageResult, StageScorer
 from greenflow.ray_support.metrics import FLOPS, CounterBuffer, counter
 from greenflow.serve_apps.batching import MicroBatcher
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 16
 # Under load (the last batch held > 1 request) a batch waits this long for more: the model's
@@ -76,7 +79,10 @@ class StageModel:
     async def _flush_metrics(self) -> None:
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
-            self._flops.flush()
+            try:
+                self._flops.flush()
+            except Exception:  # the next flush sends what this one kept
+                logger.exception("sending the FLOPs metric failed")
 
     def info(self) -> dict[str, str]:
         return {"model": self.model_name, "device": self.device}
