@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.util.metrics import Counter, Histogram
+from ray.util.metrics import Histogram
 
 from greenflow.platform.allocation.arrival_plan import MAX_STEPS as MAX_PLAN_STEPS
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
@@ -52,7 +52,13 @@ from greenflow.platform.serving import (
     UnknownUserError,
     load_serving_assets,
 )
-from greenflow.ray_support.metrics import FLOPS, REQUEST_LATENCY_MS, REQUESTS, CounterBuffer
+from greenflow.ray_support.metrics import (
+    FLOPS,
+    REQUEST_LATENCY_MS,
+    REQUESTS,
+    CounterBuffer,
+    counter,
+)
 from greenflow.serve_apps.batching import MicroBatcher
 from greenflow.serve_apps.chain_runner import ChainRunner, StageFailure
 from greenflow.serve_apps.driver import DriverConfig, start_driver
@@ -176,14 +182,13 @@ class Allocator:
         tags = {"app": config.app_name}
         # The counters are summed here and sent with each poll (``metrics.CounterBuffer``);
         # the latency histogram is observed per request.
-        self._requests = CounterBuffer(
-            Counter(REQUESTS.name, REQUESTS.description, REQUESTS.tag_keys), tags
-        )
+        self._requests = CounterBuffer(counter(REQUESTS), tags)
         self._latency = Histogram(REQUEST_LATENCY_MS.name, REQUEST_LATENCY_MS.description,
                                   LATENCY_BUCKETS_MS, REQUEST_LATENCY_MS.tag_keys)  # fmt: skip
         self._latency.set_default_tags(tags)
-        self._flops = CounterBuffer(Counter(FLOPS.name, FLOPS.description, FLOPS.tag_keys),
-                                    {**tags, "stage": "allocator", "model": "reward"})  # fmt: skip
+        self._flops = CounterBuffer(
+            counter(FLOPS), {**tags, "stage": "allocator", "model": "reward"}
+        )
         self._overhead_flops = self.assets.allocator_flops_per_request
         self._allocator = MicroBatcher(self._allocate, max_batch=32, linger_s=ALLOCATE_LINGER_S)
 

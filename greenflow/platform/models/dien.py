@@ -151,22 +151,21 @@ class DIEN(CascadeModel):
 
     def score(self, state: State, items: torch.Tensor) -> torch.Tensor:
         states, states_x, mask = state["states"], state["states_x"], state["mask"]
-        b, n = items.shape
         cand = self.item_emb(items)  # (B, n, d)
         logits = torch.bmm(self.att(cand), states.transpose(1, 2))  # (B, n, L)
         att = torch.softmax(logits.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
         att = torch.nan_to_num(att, nan=0.0)  # users with an empty history
         start = _first_step(mask)  # steps that are padding in every row: att 0, h stays 0
         if torch.is_grad_enabled():
-            h = self._evolve_reference(states_x, att, start, b, n)
+            h = self._evolve_reference(states_x, att, start)
         else:
-            h = self._evolve(states_x, att, start, b, n)
+            h = self._evolve(states_x, att, start)
         pre_tower = self.item_proj(torch.cat([h, cand], -1)) + state["u"].unsqueeze(1)
         return tower_logits(self.tower, pre_tower, self.graph_head, state, items)  # (B, n)
 
-    def _evolve(self, states_x: torch.Tensor, att: torch.Tensor, start: int, b: int,
-                n: int) -> torch.Tensor:  # fmt: skip
-        """The AUGRU's last hidden state (B, n, g) without autograd (serving, simulation).
+    def _evolve(self, states_x: torch.Tensor, att: torch.Tensor, start: int) -> torch.Tensor:
+        """The AUGRU's last hidden state (B, n, g) without autograd (serving, simulation),
+        from steps ``start`` on of ``states_x`` (B, L, 3g) under attention ``att`` (B, n, L).
 
         The same floats as ``_evolve_reference`` (checked bit for bit on the ML-100k eval
         users) with fewer ops per step, the loop that scales with the items scored: one
@@ -174,7 +173,7 @@ class DIEN(CascadeModel):
         would differ in the last bits, so training keeps the reference.
         """
         g = self.config.gru_hidden
-        h = states_x.new_zeros(b, n, g)
+        h = states_x.new_zeros(*att.shape[:2], g)
         x_ru = states_x[..., : 2 * g].unsqueeze(2)  # (B, L, 1, 2g)
         x_n = states_x[..., 2 * g :].unsqueeze(2)  # (B, L, 1, g)
         att_steps = att.transpose(1, 2).unsqueeze(-1)  # (B, L, n, 1)
@@ -187,11 +186,11 @@ class DIEN(CascadeModel):
             h = h + update * (new - h)
         return h
 
-    def _evolve_reference(self, states_x: torch.Tensor, att: torch.Tensor, start: int, b: int,
-                          n: int) -> torch.Tensor:  # fmt: skip
+    def _evolve_reference(self, states_x: torch.Tensor, att: torch.Tensor, start: int
+                          ) -> torch.Tensor:  # fmt: skip
         """The AUGRU as trained: reset r, update u·a_t (attention-scaled), new state."""
         g = self.config.gru_hidden
-        h = states_x.new_zeros(b, n, g)
+        h = states_x.new_zeros(*att.shape[:2], g)
         for t in range(start, states_x.shape[1]):
             xr, xu, xn = states_x[:, t].unsqueeze(1).split(g, dim=-1)  # each (B, 1, g)
             hr, hu, hn = self.aug_h(h).split(g, dim=-1)  # each (B, n, g)
