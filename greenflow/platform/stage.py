@@ -29,8 +29,6 @@ from greenflow.platform.models.features import make_context, pad_histories
 from greenflow.platform.models.flops import ModelFlops
 from greenflow.platform.simulation import tie_sort
 
-ITEM_CHUNK = 256  # items scored per model call: bounds DIN/DIEN attention memory
-
 
 @dataclass(frozen=True)
 class StageRequest:
@@ -96,10 +94,11 @@ class StageScorer:
                 scored[row] = len(cand)
         items_t = torch.from_numpy(items).to(self.device)
         state = self.model.encode_user(ctx)
+        chunk = self.model.item_chunk or items_t.shape[1]  # CascadeModel.item_chunk
         scores = torch.cat(
             [
-                item_scores(self.model, state, items_t[:, i : i + ITEM_CHUNK])
-                for i in range(0, items_t.shape[1], ITEM_CHUNK)
+                item_scores(self.model, state, items_t[:, i : i + chunk])
+                for i in range(0, items_t.shape[1], chunk)
             ],
             dim=1,
         )  # (B, width) float32

@@ -14,7 +14,7 @@ from greenflow.platform.models.base import CascadeModel
 from greenflow.platform.models.features import FeatureSet, FeatureSpec, make_context, pad_histories
 from greenflow.platform.models.flops import ModelFlops, measure_model_flops
 from greenflow.platform.models.pool import MODEL_KINDS, probe_context
-from greenflow.platform.simulation import AllChainSimulator, _batched_unique
+from greenflow.platform.simulation import AllChainSimulator, _batched_unique, tie_sort
 
 FEATURES = FeatureSet((FeatureSpec("f", 3),), (FeatureSpec("g", 4),), num_items=40, max_history=8)
 SPACE = ChainSpace(
@@ -121,6 +121,20 @@ def test_fast_path_equals_reference_with_ties(seed, levels, n_requests, scales) 
     fast = AllChainSimulator(models, flops, space, chains, 40).run(ctx, histories, positives)
     expected = reference_rewards(models, ctx, histories, positives, chains, 40, space.exposed_k)
     np.testing.assert_array_equal(fast.rewards, expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tie_sort_orders_by_score_then_item_id_whether_or_not_rows_are_in_id_order(seed) -> None:
+    rng = np.random.default_rng(seed)
+    ascending = torch.arange(1, 31).repeat(3, 1)  # a recall corpus: rows in id order
+    shuffled = torch.from_numpy(np.stack([rng.permutation(30) + 1 for _ in range(3)]))
+    for items in (ascending, shuffled):
+        scores = torch.from_numpy(rng.integers(0, 4, (3, 30)).astype(np.float32))  # ties
+        scores[0, :5] = float("-inf")
+        order = items.gather(1, tie_sort(items, scores)).numpy()
+        for row in range(3):
+            it, sc = items[row].numpy(), scores[row].numpy().astype(np.float64)
+            assert order[row].tolist() == it[np.lexsort((it, -sc))].tolist()
 
 
 def test_batched_unique() -> None:

@@ -51,3 +51,18 @@ def test_batched_stages_match_the_reference_cascade(tiny_run) -> None:
 def test_stage_request_refuses_k_below_one() -> None:
     with pytest.raises(ValueError, match="k must be"):
         StageRequest([0], [], None, 0)
+
+
+def test_scoring_in_item_chunks_changes_no_result(tiny_run) -> None:
+    """``CascadeModel.item_chunk`` bounds memory only: any chunking serves the same items."""
+    pool = load_pool(tiny_run.run_dir)
+    n, max_hist = pool.features.num_items, pool.features.max_history
+    users = user_feature_table(load_dataset(tiny_run.data_dir).users, pool.features)
+    requests = load_requests(tiny_run.data_dir, "eval").head(6)
+    batch = [StageRequest(users[u], list(h), None, 20)
+             for u, h in zip(requests["user_id"], requests["history"], strict=True)]  # fmt: skip
+    for name, model in pool.models.items():
+        scorer = StageScorer(scoring_model(model), pool.flops[name], n, max_hist)
+        whole = scorer(batch)
+        scorer.model.item_chunk = 7  # an instance attribute over the class's
+        assert scorer(batch) == whole, name

@@ -23,12 +23,17 @@ State = dict[str, torch.Tensor]
 # that feature (0 to ~2.5) it spans ~10 logits, so an untrained model already ranks like
 # item-kNN and the deep part learns corrections to it rather than rediscovering it.
 WIDE_GRAPH_INIT = 4.0
+ATTENTION_ITEM_CHUNK = 256  # candidates per serving call of an attention model (DIN, DIEN)
 
 
 class CascadeModel(nn.Module, ABC):
     """A model that scores candidate items for a batch of requests."""
 
     paper: ClassVar[str]
+    # Candidates a serving stage scores per ``score`` call (``stage.StageScorer``): models
+    # whose per-item work is an attention over the history bound its (B, n, L) memory;
+    # None scores them all in one call (a corpus of ~1,700 items: 7 calls -> 1 for DSSM).
+    item_chunk: ClassVar[int | None] = None
 
     def __init__(self, features: FeatureSet) -> None:
         super().__init__()

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from greenflow.platform.models.base import (
+    ATTENTION_ITEM_CHUNK,
     CascadeModel,
     FieldEmbedding,
     GraphHead,
@@ -50,6 +51,7 @@ class DIENConfig:
 
 class DIEN(CascadeModel):
     paper = "Zhou et al., AAAI 2019"
+    item_chunk = ATTENTION_ITEM_CHUNK
 
     def __init__(self, features: FeatureSet, config: DIENConfig = DIENConfig()) -> None:
         super().__init__(features)

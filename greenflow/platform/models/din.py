@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from greenflow.platform.models.base import (
+    ATTENTION_ITEM_CHUNK,
     CascadeModel,
     FieldEmbedding,
     GraphHead,
@@ -42,6 +43,7 @@ class DINConfig:
 
 class DIN(CascadeModel):
     paper = "Zhou et al., KDD 2018"
+    item_chunk = ATTENTION_ITEM_CHUNK
 
     def __init__(self, features: FeatureSet, config: DINConfig = DINConfig()) -> None:
         super().__init__(features)
