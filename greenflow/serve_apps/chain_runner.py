@@ -48,7 +48,7 @@ class ChainRunner:
     def _call(self, model: str, req: ResolvedRequest, candidates: list[int] | None, k: int,
               stage: str) -> DeploymentResponse:  # fmt: skip
         request = StageRequest(req.user_feats.tolist(), req.history, candidates, k)
-        return self.stages[model].score.remote(request, stage)
+        return self.stages[model].score.remote(request.to_wire(stage))
 
     async def run(self, req: ResolvedRequest, chain: Chain) -> ChainOutcome:
         """Items (at most ``req.k``), FLOPs and per-stage timings of ``chain`` for ``req``;
@@ -61,7 +61,7 @@ class ChainRunner:
             call = self._call(action.model, req, candidates, action.k, stage)
             try:  # asyncio.timeout, not wait_for: no task per call
                 async with asyncio.timeout(self.timeout_s):
-                    result: StageResult = await call
+                    result = StageResult.from_wire(await call)
             except Exception as err:
                 call.cancel()
                 raise StageFailure(action.model, err, flops) from err

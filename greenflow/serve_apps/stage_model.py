@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from typing import Any
 
 import torch
 from ray import serve
@@ -37,7 +38,9 @@ METRICS_FLUSH_S = 0.5  # how often the summed FLOPs go to Ray's metrics
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class StageModel:
-    """Scores what a chain asks of one model: ``score(StageRequest, stage) -> StageResult``."""
+    """Scores what a chain asks of one model: ``score(wire request) -> wire result``
+    (``StageRequest.to_wire`` in, ``StageResult.to_wire`` out: builtins, not dataclasses,
+    on the Serve hop)."""
 
     def __init__(self, run_dir: str, model: str, app_name: str) -> None:
         # One intra-op thread per replica: replicas, not threads, are the unit of scale,
@@ -69,12 +72,13 @@ class StageModel:
         compute_ms = (time.perf_counter() - start) * 1e3  # for the per-hop latency breakdown
         return [dataclasses.replace(r, compute_ms=compute_ms, batch=len(requests)) for r in results]
 
-    async def score(self, request: StageRequest, stage: str) -> StageResult:
+    async def score(self, wire: dict[str, Any]) -> dict[str, Any]:
+        request, stage = StageRequest.from_wire(wire)
         result = await self._batcher(request)
         self._flops.add(result.flops, stage=stage)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
-        return result
+        return result.to_wire()
 
     async def _flush_metrics(self) -> None:
         while True:

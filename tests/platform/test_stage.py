@@ -10,7 +10,7 @@ from greenflow.platform.chains import generate_chains
 from greenflow.platform.data.store import load_dataset, load_requests
 from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
 from greenflow.platform.models.pool import load_pool
-from greenflow.platform.stage import StageRequest, StageScorer
+from greenflow.platform.stage import StageRequest, StageResult, StageScorer
 
 pytestmark = pytest.mark.usefixtures("no_ray")
 
@@ -66,3 +66,18 @@ def test_scoring_in_item_chunks_changes_no_result(tiny_run) -> None:
         whole = scorer(batch)
         scorer.model.item_chunk = 7  # an instance attribute over the class's
         assert scorer(batch) == whole, name
+
+
+def test_stage_calls_travel_as_builtins_and_round_trip() -> None:
+    """The Serve hop's wire format: msgpack-able builtins (Ray pickles anything else)."""
+    import msgpack
+
+    request = StageRequest([3, 1], [5, 9, 2], [7, 8], 2)
+    wire = request.to_wire("prerank")
+    assert msgpack.unpackb(msgpack.packb(wire)) == wire
+    assert StageRequest.from_wire(wire) == (request, "prerank")
+    recall = StageRequest([3, 1], [5], None, 4)
+    assert StageRequest.from_wire(recall.to_wire("recall")) == (recall, "recall")
+    result = StageResult([8, 7], 1234.0, compute_ms=0.5, batch=3)
+    assert msgpack.unpackb(msgpack.packb(result.to_wire())) == result.to_wire()
+    assert StageResult.from_wire(result.to_wire()) == result
