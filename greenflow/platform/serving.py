@@ -7,7 +7,8 @@ training reward per chain (EQUAL's choice) and the measured joules per FLOP (PFE
 
 ``ServingAssets.resolve`` turns one request into the reward model's inputs and raises
 ``RequestError`` (a ``ValueError``, answered with a 4xx) for anything it cannot serve.
-``RewardScorer`` computes Q (B, J) for a batch. No Ray here.
+``RewardScorer`` computes Q (B, J) for a batch (a traced graph of the reward model where it is
+exact: ``reward.traced``). No Ray here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from greenflow.platform.data.store import load_dataset
 from greenflow.platform.models.features import make_context, pad_histories, user_feature_table
 from greenflow.platform.reward.data import load_train_mean
 from greenflow.platform.reward.store import LoadedRewardModel, load_reward_model
+from greenflow.platform.reward.traced import trace_reward
 from greenflow.platform.run_dir import RunDir
 
 MAX_HISTORY_IDS = 10_000  # a longer history in one request is refused, not truncated
@@ -160,6 +162,8 @@ class RewardScorer:
         self.model = loaded.model.eval()
         self.encoding = loaded.encoding
         self.max_history = loaded.features.max_history
+        # One TorchScript graph when it reproduces the model to the bit (``reward.traced``)
+        self._forward, self.traced = trace_reward(self.model, self.encoding, loaded.features)
 
     @torch.no_grad()
     def __call__(self, requests: Sequence[ResolvedRequest]) -> np.ndarray:
@@ -168,5 +172,6 @@ class RewardScorer:
         feats = np.stack([r.user_feats for r in requests]).astype(np.int64)
         history = pad_histories([r.history for r in requests], self.max_history)
         ctx = make_context(feats, history)
-        ctx["activity"] = torch.tensor([r.activity for r in requests], dtype=torch.int64)
-        return self.model(ctx, self.encoding).numpy().astype(np.float64)
+        activity = torch.tensor([r.activity for r in requests], dtype=torch.int64)
+        Q = self._forward(ctx["user_feats"], ctx["history"], activity)
+        return Q.numpy().astype(np.float64)
