@@ -143,3 +143,9 @@ def test_dien_evolving_layer_without_autograd_gives_the_trained_floats(features)
         fast = model._evolve(states_x, att, 1)
         reference = model._evolve_reference(states_x, att, 1)
     assert torch.equal(fast, reference)
+    with torch.inference_mode():  # serving: the loop as TorchScript, the same floats
+        for start in (0, 1, 4, 6):  # past the profiling runs; 6: no step at all
+            served = model._evolve(states_x, att, start)
+            assert torch.equal(served, dien._augru(states_x, att, model.aug_h.weight, start, g))
+        assert torch.equal(model._evolve(states_x, att, 1), reference)
+    assert dien._AUGRU.scripted is True
