@@ -17,18 +17,23 @@ whole corpus (N items) and a ranking stage its candidates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from greenflow.platform.cascade import item_scores
 from greenflow.platform.models.base import CascadeModel
-from greenflow.platform.models.features import make_context, pad_histories
+from greenflow.platform.models.features import make_context, pad_histories, random_context
 from greenflow.platform.models.flops import ModelFlops
+from greenflow.platform.models.scripted import exact_trace
 from greenflow.platform.simulation import tie_sort
+
+TRACE_CHECK_BATCHES = (1, 3, 16)  # batch sizes a stage trace must reproduce exactly
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,26 @@ class StageScorer:
         self.num_items = num_items
         self.max_history = max_history
         self.device = torch.device(device)
+        # encode_user + score as one TorchScript graph where that is exact (``traceable``
+        # models scored in one call): one GIL release per batch instead of one per op
+        self._traced: Callable[..., torch.Tensor] | None = None
+        if model.traceable and model.item_chunk is None:
+            self._traced = self._trace()
+
+    @torch.inference_mode()
+    def _trace(self) -> Callable[..., torch.Tensor] | None:
+        features = dataclasses.replace(self.model.features, max_history=self.max_history)
+        gen = torch.Generator().manual_seed(0)
+
+        def example(batch: int, items: int) -> tuple[torch.Tensor, ...]:
+            user, history = random_context(features, batch, gen, self.device)
+            ids = torch.randint(1, self.num_items + 1, (batch, items), generator=gen)
+            return user, history, ids.to(self.device)
+
+        checks = [example(b, n) for b in TRACE_CHECK_BATCHES for n in (1, 10, self.num_items)]
+        traced, exact = exact_trace(_Scores(self.model), example(2, 7), checks,
+                                    f"stage model {type(self.model).__name__}")  # fmt: skip
+        return traced if exact else None
 
     @torch.inference_mode()  # serving only: no autograd bookkeeping per op
     def __call__(self, requests: Sequence[StageRequest]) -> list[StageResult]:
@@ -120,15 +145,18 @@ class StageScorer:
                 valid[row, : len(cand)] = True
                 scored[row] = len(cand)
         items_t = torch.from_numpy(items).to(self.device)
-        state = self.model.encode_user(ctx)
-        chunk = self.model.item_chunk or items_t.shape[1]  # CascadeModel.item_chunk
-        scores = torch.cat(
-            [
-                item_scores(self.model, state, items_t[:, i : i + chunk])
-                for i in range(0, items_t.shape[1], chunk)
-            ],
-            dim=1,
-        )  # (B, width) float32
+        if self._traced is not None:
+            scores = self._traced(ctx["user_feats"], ctx["history"], items_t)
+        else:
+            state = self.model.encode_user(ctx)
+            chunk = self.model.item_chunk or items_t.shape[1]  # CascadeModel.item_chunk
+            scores = torch.cat(
+                [
+                    item_scores(self.model, state, items_t[:, i : i + chunk])
+                    for i in range(0, items_t.shape[1], chunk)
+                ],
+                dim=1,
+            )  # (B, width) float32
         valid_t = torch.from_numpy(valid).to(self.device)
         scores = scores.masked_fill(~valid_t, float("-inf"))
         perm = tie_sort(items_t, scores)
@@ -139,6 +167,20 @@ class StageScorer:
             top = ordered[row][ordered_valid[row]][: r.k]
             out.append(StageResult(top.tolist(), self.flops.cost(scored[row])))
         return out
+
+
+class _Scores(nn.Module):
+    """float32 scores (B, n) of ``model`` for (user_feats, history, items): what a stage
+    computes in one call, as one module to trace."""
+
+    def __init__(self, model: CascadeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, user_feats: torch.Tensor, history: torch.Tensor, items: torch.Tensor
+                ) -> torch.Tensor:  # fmt: skip
+        state = self.model.encode_user({"user_feats": user_feats, "history": history})
+        return item_scores(self.model, state, items)
 
 
 def validate_items(items: Sequence[int], num_items: int, what: str) -> None:

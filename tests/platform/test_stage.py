@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from greenflow.platform.cascade import run_chain, scoring_model
 from greenflow.platform.chains import generate_chains
@@ -64,8 +65,19 @@ def test_scoring_in_item_chunks_changes_no_result(tiny_run) -> None:
     for name, model in pool.models.items():
         scorer = StageScorer(scoring_model(model), pool.flops[name], n, max_hist)
         whole = scorer(batch)
+        scorer._traced = None  # the eager path, which chunks
+        assert scorer(batch) == whole, name
         scorer.model.item_chunk = 7  # an instance attribute over the class's
         assert scorer(batch) == whole, name
+
+
+def test_traceable_models_score_as_one_exact_trace(tiny_run) -> None:
+    pool = load_pool(tiny_run.run_dir)
+    n, max_hist = pool.features.num_items, pool.features.max_history
+    traced = {name: StageScorer(scoring_model(m), pool.flops[name], n, max_hist)._traced
+              for name, m in pool.models.items()}  # fmt: skip
+    assert {name for name, t in traced.items() if t is not None} == {"dssm", "youtube_dnn"}
+    assert all(isinstance(traced[name], torch.jit.ScriptModule) for name in ("dssm", "youtube_dnn"))
 
 
 def test_stage_calls_travel_as_builtins_and_round_trip() -> None:

@@ -34,6 +34,10 @@ class CascadeModel(nn.Module, ABC):
     # whose per-item work is an attention over the history bound its (B, n, L) memory;
     # None scores them all in one call (a corpus of ~1,700 items: 7 calls -> 1 for DSSM).
     item_chunk: ClassVar[int | None] = None
+    # Whether a serving stage may trace encode_user + score into one TorchScript graph
+    # (``models.scripted.exact_trace``, used only where exact): no data-dependent Python
+    # control flow in either. DIEN's AUGRU starts at the batch's first real step: not it.
+    traceable: ClassVar[bool] = False
 
     def __init__(self, features: FeatureSet) -> None:
         super().__init__()

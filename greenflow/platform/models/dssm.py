@@ -35,6 +35,7 @@ class DSSMConfig:
 
 class DSSM(CascadeModel):
     paper = "Huang et al., CIKM 2013"
+    traceable = True
 
     def __init__(self, features: FeatureSet, config: DSSMConfig = DSSMConfig()) -> None:
         super().__init__(features)

@@ -99,5 +99,21 @@ def make_context(user_feats: np.ndarray, history: np.ndarray) -> Context:
     }
 
 
+def random_context(
+    features: FeatureSet, batch: int, gen: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random valid (user_feats (B, F_u), history (B, L)) of ``batch`` requests: one full
+    history, the others of random length down to empty, left-padded as ``pad_histories``
+    pads (examples and checks for ``models.scripted.exact_trace``)."""
+    vocab = torch.tensor([f.vocab_size for f in features.user])
+    user = (torch.rand(batch, len(vocab), generator=gen) * vocab).long()
+    length = features.max_history
+    history = torch.randint(1, features.num_items + 1, (batch, length), generator=gen)
+    real = torch.randint(0, length + 1, (batch,), generator=gen)
+    real[0] = length
+    history[torch.arange(length) < (length - real).unsqueeze(1)] = 0
+    return user.to(device), history.to(device)
+
+
 def slice_context(ctx: Context, index: slice | torch.Tensor) -> Context:
     return {k: v[index] for k, v in ctx.items()}

@@ -1,4 +1,4 @@
-"""A Python tensor function run as TorchScript where that gives the same floats.
+"""Python tensor code run as TorchScript where that gives the same floats.
 
 A loop of small tensor ops (DIEN's AUGRU: ~12 ops per step, ~20 steps) pays the Python
 interpreter per op, and every op releases and re-takes the GIL; in a Serve replica other
@@ -9,6 +9,8 @@ in C++ with one release (DIEN on 100 candidates: ~3.3-3.9 -> ~2.6-3.0 ms alone, 
 TorchScript runs the same ATen ops in the same order (no CPU fusion by default), so the
 results are the same to the bit; ``ExactScript`` checks that on its first call and keeps
 the Python function for good if scripting fails or any bit differs (a warning says so).
+``exact_trace`` does the same for a whole forward without data-dependent control flow
+(the reward model, DSSM, YouTube DNN), traced on one example and checked on others.
 ``torch.jit.script`` is deprecated in favour of ``torch.compile``, which compiles kernels of
 its own: other floats, and minutes of compilation on a small node.
 """
@@ -18,10 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
 logger = logging.getLogger(__name__)
 PROFILING_RUNS = 2  # TorchScript's profiling executor runs a function this often first
@@ -68,3 +71,33 @@ class ExactScript:
                            self.fn.__name__, type(err).__name__, err)  # fmt: skip
             return self.fn
         return script
+
+
+def exact_trace(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    checks: Sequence[tuple[torch.Tensor, ...]],
+    what: str,
+) -> tuple[Callable[..., torch.Tensor], bool]:
+    """``module`` traced on ``example`` if the trace equals it to the bit on every input of
+    ``checks`` (other batch sizes and shapes: a trace fixes Python-side shape logic), with
+    whether it is the trace; else ``module`` itself (a warning names ``what``).
+
+    Call it in the grad mode the forward will run in (``torch.no_grad`` or
+    ``torch.inference_mode``).
+    """
+    try:
+        with warnings.catch_warnings():
+            # The tracer warns at Python-side input checks (constants in a trace) and that
+            # tracing is deprecated (module docstring).
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(module, example, check_trace=False)
+            for inputs in checks:
+                for _ in range(PROFILING_RUNS + 1):  # the profiled and optimised runs
+                    if not torch.equal(traced(*inputs), module(*inputs)):
+                        shapes = [tuple(t.shape) for t in inputs]
+                        raise ValueError(f"the trace differs from the model on inputs {shapes}")
+    except Exception as err:  # any failure: the module, as before
+        logger.warning("%s runs eagerly, not traced: %s: %s", what, type(err).__name__, err)
+        return module, False
+    return traced, True

@@ -34,6 +34,7 @@ class YoutubeDNNConfig:
 
 class YoutubeDNN(CascadeModel):
     paper = "Covington et al., RecSys 2016"
+    traceable = True
 
     def __init__(self, features: FeatureSet, config: YoutubeDNNConfig = YoutubeDNNConfig()) -> None:
         super().__init__(features)

@@ -9,8 +9,8 @@ runs all the ops in C++ with one release: ~0.45 ms alone, ~0.95 ms beside that t
 
 It runs the same ops in the same order, so Q is the same to the bit; ``trace_reward``
 checks that on batches of several sizes and falls back to the eager model (with a
-warning) when a trace fails or differs in any bit, so a model or torch version that does
-not trace cleanly is served as before. ``torch.jit.trace`` is deprecated in favour of
+warning) when a trace fails or differs in any bit (``models.scripted.exact_trace``), so a
+model or torch version that does not trace cleanly is served as before. ``torch.jit.trace`` is deprecated in favour of
 ``torch.compile``/``torch.export``; those compile kernels of their own (other floats, and
 minutes of compilation on a small node) or run the graph op by op from Python again.
 
@@ -19,18 +19,15 @@ Units: Q clicks; the inputs are the reward model's context tensors.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from greenflow.platform.models.features import FeatureSet
+from greenflow.platform.models.features import FeatureSet, random_context
+from greenflow.platform.models.scripted import exact_trace
 from greenflow.platform.reward.encoding import ChainEncoding
 from greenflow.platform.reward.model import RewardModel
-
-logger = logging.getLogger(__name__)
 
 # (user_feats (B, F_u), history (B, L), activity (B,)) int64 -> Q (B, J)
 RewardForward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -55,15 +52,8 @@ class _Forward(nn.Module):
 
 def _example(features: FeatureSet, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """A batch of random valid contexts; some rows' histories are short or empty."""
-    vocab = torch.tensor([f.vocab_size for f in features.user])
-    user = (torch.rand(batch, len(vocab), generator=gen) * vocab).long()
-    length = features.max_history
-    history = torch.randint(1, features.num_items + 1, (batch, length), generator=gen)
-    real = torch.randint(0, length + 1, (batch,), generator=gen)
-    real[0] = length  # one full row, and padding on the left as ``pad_histories`` puts it
-    history[torch.arange(length) < (length - real).unsqueeze(1)] = 0
-    activity = torch.randint(0, 5000, (batch,), generator=gen)
-    return user, history, activity
+    user, history = random_context(features, batch, gen)
+    return user, history, torch.randint(0, 5000, (batch,), generator=gen)
 
 
 def trace_reward(model: RewardModel, encoding: ChainEncoding, features: FeatureSet
@@ -74,18 +64,6 @@ def trace_reward(model: RewardModel, encoding: ChainEncoding, features: FeatureS
     """
     eager = _Forward(model, encoding).eval()
     gen = torch.Generator().manual_seed(SEED)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns at the model's input checks (Python-side shape asserts that
-            # become constants) and that tracing is deprecated (module docstring).
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(eager, _example(features, 2, gen), check_trace=False)
-            for batch in CHECK_BATCHES:
-                inputs = _example(features, batch, gen)
-                if not torch.equal(traced(*inputs), eager(*inputs)):
-                    raise ValueError(f"the trace differs from the model at batch {batch}")
-    except Exception as err:  # any failure: serve the eager model, as before
-        logger.warning("reward model served eagerly, not traced: %s: %s",
-                       type(err).__name__, err)  # fmt: skip
-        return eager, False
-    return traced, True
+    with torch.no_grad():
+        return exact_trace(eager, _example(features, 2, gen),
+                           [_example(features, b, gen) for b in CHECK_BATCHES], "the reward model")  # fmt: skip
