@@ -62,10 +62,8 @@ class ExactScript:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation (docstring)
                 script = torch.jit.script(self.fn)
-            # TorchScript profiles the first runs and optimises from the third on: check both
-            for _ in range(PROFILING_RUNS + 1):
-                if not torch.equal(script(*args), expected):
-                    raise ValueError("the scripted function differs in some bit")
+            if not _same_in_every_run(script, args, expected):
+                raise ValueError("the scripted function differs in some bit")
         except Exception as err:
             logger.warning("%s runs as Python, not TorchScript: %s: %s",
                            self.fn.__name__, type(err).__name__, err)  # fmt: skip
@@ -93,11 +91,18 @@ def exact_trace(
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(module, example, check_trace=False)
             for inputs in checks:
-                for _ in range(PROFILING_RUNS + 1):  # the profiled and optimised runs
-                    if not torch.equal(traced(*inputs), module(*inputs)):
-                        shapes = [tuple(t.shape) for t in inputs]
-                        raise ValueError(f"the trace differs from the model on inputs {shapes}")
+                if not _same_in_every_run(traced, inputs, module(*inputs)):
+                    shapes = [tuple(t.shape) for t in inputs]
+                    raise ValueError(f"the trace differs from the model on inputs {shapes}")
     except Exception as err:  # any failure: the module, as before
         logger.warning("%s runs eagerly, not traced: %s: %s", what, type(err).__name__, err)
         return module, False
     return traced, True
+
+
+def _same_in_every_run(
+    compiled: Callable[..., torch.Tensor], args: tuple[Any, ...], expected: torch.Tensor
+) -> bool:
+    """Whether ``compiled(*args)`` equals ``expected`` to the bit in its profiled runs and
+    its first optimised one (TorchScript optimises from run ``PROFILING_RUNS + 1`` on)."""
+    return all(torch.equal(compiled(*args), expected) for _ in range(PROFILING_RUNS + 1))

@@ -10,9 +10,10 @@ runs all the ops in C++ with one release: ~0.45 ms alone, ~0.95 ms beside that t
 It runs the same ops in the same order, so Q is the same to the bit; ``trace_reward``
 checks that on batches of several sizes and falls back to the eager model (with a
 warning) when a trace fails or differs in any bit (``models.scripted.exact_trace``), so a
-model or torch version that does not trace cleanly is served as before. ``torch.jit.trace`` is deprecated in favour of
-``torch.compile``/``torch.export``; those compile kernels of their own (other floats, and
-minutes of compilation on a small node) or run the graph op by op from Python again.
+model or torch version that does not trace cleanly is served as before.
+``torch.jit.trace`` is deprecated in favour of ``torch.compile``/``torch.export``; those
+compile kernels of their own (other floats, and minutes of compilation on a small node) or
+run the graph op by op from Python again.
 
 Units: Q clicks; the inputs are the reward model's context tensors.
 """
@@ -64,6 +65,7 @@ def trace_reward(model: RewardModel, encoding: ChainEncoding, features: FeatureS
     """
     eager = _Forward(model, encoding).eval()
     gen = torch.Generator().manual_seed(SEED)
+    example = _example(features, 2, gen)
+    checks = [_example(features, b, gen) for b in CHECK_BATCHES]
     with torch.no_grad():
-        return exact_trace(eager, _example(features, 2, gen),
-                           [_example(features, b, gen) for b in CHECK_BATCHES], "the reward model")  # fmt: skip
+        return exact_trace(eager, example, checks, "the reward model")
