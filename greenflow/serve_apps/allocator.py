@@ -42,7 +42,12 @@ from ray.util.metrics import Histogram
 from greenflow.platform.allocation.arrival_plan import MAX_STEPS as MAX_PLAN_STEPS
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
-from greenflow.platform.allocation.online import Decision, OnlineAllocator, own_shares
+from greenflow.platform.allocation.online import (
+    Decision,
+    OnlineAllocator,
+    own_shares,
+    window_start,
+)
 from greenflow.platform.run_dir import RunDir
 from greenflow.platform.serving import (
     MAX_HISTORY_IDS,
@@ -68,6 +73,7 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024  # a 10,000-item history is ~60 KiB of JSON
 MAX_BUFFERED = 50_000  # driver reports kept while the driver is unreachable
 POLL_S = 0.1  # λ poll and report flush period
+IDLE_POLL_S = 1.0  # without traffic: a driver call this often, and after each window close
 LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 ID_MAX = 2**62  # larger ids cannot be int64 ids of this dataset: refused as 422
 
@@ -167,7 +173,9 @@ class Allocator:
         self.chain_runner = ChainRunner(stages, self.stage_names, config.stage_timeout_s)
         self._buffer: deque[ReportRow] = deque()
         self._pending: list[Report] = []  # built, not yet acknowledged by the driver
-        self._in_flight: list[tuple[asyncio.Future[bool], Report]] = []
+        # the driver call under way and the reports it carries
+        self._in_flight: tuple[asyncio.Future[dict[str, Any]], list[Report]] | None = None
+        self._last_sync_s = 0.0  # Unix s of the last driver call
         # Acknowledged, but their window is not yet in a driver checkpoint on disk: re-sent
         # if the driver restarts (the new process lost them); ids make that idempotent.
         self._unconfirmed: dict[str, Report] = {}
@@ -198,14 +206,19 @@ class Allocator:
             self._loop_task = asyncio.get_running_loop().create_task(self._nearline_loop())
 
     async def _nearline_loop(self) -> None:
-        """Every ``POLL_S``: send the summed metrics and the reports, then read λ and this
+        """Every ``POLL_S``: send the summed metrics; then, if there is something to say
+        or to hear, one driver call (``sync``) with the reports that reads λ and this
         replica's budget shares.
 
-        The poll names the replica, so the driver counts it as alive even without traffic.
-        The shares the driver publishes (keyed by window) are used with several replicas
-        only: a single replica keeps its whole budget, whatever the driver remembers of a
-        replica it replaced.
+        A replica without traffic calls only after a window closed (the new λ and shares
+        are out) or once every ``IDLE_POLL_S``: an idle app no longer makes ten driver
+        calls a second. The poll names the replica, so the driver counts it as alive even
+        without traffic. The shares the driver publishes (keyed by window) are used with
+        several replicas only: a single replica keeps its whole budget, whatever the driver
+        remembers of a replica it replaced.
         """
+        # the driver closes a window grace_s after it ends, at its next tick (<= POLL_S)
+        close_lag_s = self.config.driver.grace_s + 2 * POLL_S
         while True:
             await asyncio.sleep(POLL_S)
             try:  # a metrics failure must not stop the λ poll
@@ -213,19 +226,57 @@ class Allocator:
                 self._flops.flush()
             except Exception:
                 logger.exception("sending the allocator's metrics failed")
+            now = time.time()
+            closed = window_start(now - close_lag_s, self.config.window_s) != window_start(
+                self._last_sync_s - close_lag_s, self.config.window_s
+            )
+            busy = self._buffer or self._pending or self._in_flight or not self.driver_alive
+            if not (busy or closed or now - self._last_sync_s >= IDLE_POLL_S):
+                continue
             try:
-                await self._flush()
-                state = await asyncio.wait_for(
-                    self.driver.state.remote(self._replica_id), timeout=1.0
-                )
+                state = await self._sync()
                 self.online.set_price(float(state["dual_price"]))
                 if self.config.share < 1.0:
                     self.online.set_shares(own_shares(state.get("shares", {}), self._replica_id))
-                self._confirm(state["incarnation"], float(state["checkpointed_through_s"]))
                 self.driver_alive, self.driver_error = True, None
             except Exception as err:  # driver down or slow: serve on with the last λ
                 self.driver_alive = False
                 self.driver_error = f"{type(err).__name__}: {err}"[:300]
+
+    async def _sync(self) -> dict[str, Any]:
+        """One ``driver.sync`` call with the buffered reports; the driver's state.
+
+        One call is in flight at a time. It is awaited until the driver answers: Ray
+        delivers it to a restarted driver (``max_task_retries=-1``), and a call not answered
+        in 2 s raises here and is awaited again at the next poll. A call that failed has
+        its reports sent again with the same ids, and the driver drops ids it has seen, so
+        no request is counted twice.
+        """
+        if self._in_flight is None:
+            self._pending.extend(self._build_reports())
+            if len(self._pending) > MAX_PENDING_REPORTS:  # driver gone for long: bounded
+                drop = len(self._pending) - MAX_PENDING_REPORTS
+                self.dropped_reports += sum(len(r[3]) for r in self._pending[:drop])
+                self._pending = self._pending[drop:]
+            reports, self._pending = self._pending, []
+            call = asyncio.ensure_future(self.driver.sync.remote(self._replica_id, reports))
+            self._in_flight = (call, reports)
+            self._last_sync_s = time.time()
+        call, reports = self._in_flight
+        # asyncio.wait never cancels: a call still unanswered is awaited again next time.
+        await asyncio.wait([call], timeout=2.0)
+        if not call.done():
+            raise TimeoutError("dual-price driver has not answered a sync in 2 s")
+        self._in_flight = None
+        if call.cancelled() or call.exception() is not None:
+            self._pending = reports + self._pending
+            error = None if call.cancelled() else call.exception()
+            raise error if isinstance(error, Exception) else RuntimeError("driver sync cancelled")
+        state: dict[str, Any] = call.result()
+        self._confirm(state["incarnation"], float(state["checkpointed_through_s"]))
+        # Held by the driver process that answered: forgotten once it checkpoints them.
+        self._unconfirmed.update((r[0], r) for r in reports)
+        return state
 
     def _confirm(self, incarnation: str, checkpointed_through_s: float) -> None:
         """Forget reports a checkpoint holds; after a driver restart, re-send the rest."""
@@ -253,47 +304,6 @@ class Allocator:
                 float(sum(r[3] for r in part)), int(sum(r[4] for r in part)),
             ))  # fmt: skip
         return reports
-
-    async def _flush(self) -> None:
-        """Send the buffered reports to the driver, one batch in flight at a time.
-
-        A report call is awaited until the driver answers: Ray delivers it to a restarted
-        driver (``max_task_retries=-1``). A call that failed is sent again with the same id,
-        and the driver drops ids it has seen, so no request is counted twice.
-        """
-        if not self._in_flight:
-            self._pending.extend(self._build_reports())
-            if len(self._pending) > MAX_PENDING_REPORTS:  # driver gone for long: bounded
-                drop = len(self._pending) - MAX_PENDING_REPORTS
-                self.dropped_reports += sum(len(r[3]) for r in self._pending[:drop])
-                self._pending = self._pending[drop:]
-            if not self._pending:
-                return
-            self._in_flight = [(self._send(r), r) for r in self._pending]
-            self._pending = []
-        # asyncio.wait never cancels: a call still unanswered is awaited again next time.
-        await asyncio.wait([call for call, _ in self._in_flight], timeout=2.0)
-        failed: list[Report] = []
-        error: BaseException | None = None
-        for call, report in self._in_flight:
-            if not call.done():
-                continue
-            if call.cancelled() or call.exception() is not None:
-                failed.append(report)
-                error = error or (None if call.cancelled() else call.exception())
-            else:
-                self._unconfirmed[report[0]] = report
-        self._in_flight = [(call, r) for call, r in self._in_flight if not call.done()]
-        if failed:
-            self._pending = failed + self._pending
-            raise error if isinstance(error, Exception) else RuntimeError("driver report cancelled")
-        if self._in_flight:
-            raise TimeoutError("dual-price driver has not answered a report in 2 s")
-
-    def _send(self, report: Report) -> asyncio.Future[bool]:
-        """One report call to the driver: its id, the window's rows, this replica's id."""
-        rid, *rows = report
-        return asyncio.ensure_future(self.driver.report.remote(*rows, rid, self._replica_id))
 
     def _record(self, decision: Decision, Q: np.ndarray, j: int, flops: float) -> None:
         if len(self._buffer) >= MAX_BUFFERED:
@@ -416,7 +426,7 @@ class Allocator:
             "driver_error": self.driver_error,
             "reports_buffered": len(self._buffer)
             + sum(len(r[3]) for r in self._pending)
-            + sum(len(r[3]) for _, r in self._in_flight),
+            + sum(len(r[3]) for r in (self._in_flight or (None, []))[1]),
             "reports_unconfirmed": sum(len(r[3]) for r in self._unconfirmed.values()),
             "reports_resent": self.resent_reports,
             "reports_dropped": self.dropped_reports,

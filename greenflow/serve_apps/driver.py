@@ -29,6 +29,7 @@ from ray.util.metrics import Gauge
 from greenflow.platform.allocation.arrival_plan import ArrivalPlan
 from greenflow.platform.allocation.budget import ComputeBudget
 from greenflow.platform.allocation.nearline import NearlineDriver, nearline_controller
+from greenflow.platform.allocation.online import window_start
 from greenflow.platform.allocation.primal_dual import DualPriceController
 from greenflow.platform.reward.data import load_simulated_chains
 from greenflow.platform.reward.store import predict_rewards
@@ -89,6 +90,7 @@ class DualPriceDriver:
         self.q = chains.flops
         self._lock = threading.Lock()
         self.restored = False
+        self.syncs = 0  # allocator polls answered (``sync``) by this process
         # A new id per process: replicas that see it change re-send what the dead process
         # held but had not checkpointed (reports are idempotent by id).
         self.incarnation = uuid.uuid4().hex
@@ -124,6 +126,7 @@ class DualPriceDriver:
         }  # fmt: skip
         for gauge in self._gauges.values():
             gauge.set_default_tags(tags)
+        self._gauge_values: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dual-price", daemon=True)
         self._thread.start()
@@ -135,16 +138,25 @@ class DualPriceDriver:
             try:
                 with self._lock:
                     closed = self.core.tick()
-                    state = self.core.state()
+                    price = self.core.price()
+                    now_start = window_start(self.core.clock(), self.config.window_s)
+                    budget = self.core.window_budget_flops(now_start)
                     doc = self._checkpoint_doc() if closed else None
-                self._gauges["price"].set(state["dual_price"])
-                self._gauges["budget"].set(state["budget_flops"])
+                self._set_gauge("price", price)
+                self._set_gauge("budget", budget)
                 if doc is not None:
                     self._gauges["spend"].set(closed[-1].spend_flops)
                     self._write_checkpoint(doc)
                     self.checkpointed_through_s = float(doc["last_closed_s"])
             except Exception:  # keep the loop alive; the error is in the actor's log
                 logger.exception("dual-price driver tick failed")
+
+    def _set_gauge(self, name: str, value: float) -> None:
+        """Set a gauge when its value changed: a Ray metric call costs ~0.15 ms, and an
+        idle driver ticks ten times a second with λ and the budget unchanged."""
+        if self._gauge_values.get(name) != value:
+            self._gauges[name].set(value)
+            self._gauge_values[name] = value
 
     def _use_plan(self, plan: ArrivalPlan | None) -> None:
         self.arrival_plan = plan
@@ -182,24 +194,40 @@ class DualPriceDriver:
                 window_start_s, Q, choice, spend_flops, guard_requests, report_id, replica_id
             )
 
+    def sync(self, replica_id: str, reports: list[tuple[Any, ...]]) -> dict[str, Any]:
+        """An allocator replica's poll: its ``reports`` (each ``(report_id, window_start_s,
+        Q, choice, spend_flops, guard_requests)``, as ``report`` takes them), then the
+        ``state`` it reads. One call a poll instead of a report call and a state call: every
+        actor call costs both processes CPU. Reports are idempotent by id, so a sync that
+        failed or timed out is sent again with the same ones."""
+        with self._lock:
+            self.syncs += 1
+            for report_id, start, Q, choice, spend_flops, guard_requests in reports:
+                self.core.report(start, Q, choice, spend_flops, guard_requests, report_id,
+                                 replica_id)  # fmt: skip
+            return self._state(replica_id)
+
     def state(self, replica_id: str | None = None) -> dict[str, Any]:
         """λ, the open window, the published budget shares (``"shares"``: window start ->
         replica id -> fraction) and the checkpoint's progress; ``replica_id``: the polling
         allocator replica, counted as alive for the shared budget."""
         with self._lock:
-            if replica_id is not None:
-                self.core.heartbeat(replica_id)
-            return {
-                **self.core.state(),
-                "restored": self.restored,
-                "fit_price": self.fit_price,
-                "pid": os.getpid(),
-                "incarnation": self.incarnation,
-                "checkpointed_through_s": self.checkpointed_through_s,
-                "arrival_plan_steps": 0
-                if self.arrival_plan is None
-                else len(self.arrival_plan.times_s),
-            }
+            return self._state(replica_id)
+
+    def _state(self, replica_id: str | None) -> dict[str, Any]:
+        if replica_id is not None:
+            self.core.heartbeat(replica_id)
+        plan = self.arrival_plan
+        return {
+            **self.core.state(),
+            "restored": self.restored,
+            "fit_price": self.fit_price,
+            "pid": os.getpid(),
+            "incarnation": self.incarnation,
+            "checkpointed_through_s": self.checkpointed_through_s,
+            "syncs": self.syncs,
+            "arrival_plan_steps": 0 if plan is None else len(plan.times_s),
+        }
 
     def set_arrival_plan(self, steps: list[list[float]] | None) -> dict[str, Any]:
         """Announce traffic (``[[unix_s, rps], ...]``; None or [] clears it): λ is then

@@ -100,6 +100,57 @@ def test_announced_traffic_reaches_the_driver(app_url) -> None:
     assert ray.get(driver.state.remote(), timeout=30)["arrival_plan_steps"] == 0
 
 
+def test_driver_sync_counts_a_report_once(serve_run, ray_cluster) -> None:
+    """``sync`` (an allocator's poll: its reports, then the state) records each report id
+    once, however often a retry sends it, and marks the replica alive."""
+    import ray
+
+    from greenflow.platform.allocation.budget import ComputeBudget
+    from greenflow.platform.allocation.online import window_start
+    from greenflow.serve_apps.driver import DriverConfig, kill_driver, start_driver
+
+    q = load_simulated_chains(serve_run.run_dir).flops
+    config = DriverConfig(run_dir=str(serve_run.run_dir), app_name="sync-test",
+                          deployment_id="sync-test", budget=ComputeBudget("flops", 1e12),
+                          window_s=60.0, expected_rate_rps=10.0, warm_start=False)  # fmt: skip
+    driver = start_driver(config)
+    try:
+        ray.get(driver.ready.remote(), timeout=60)
+        start = window_start(time.time(), 60.0)
+        Q = np.full((2, len(q)), 0.5)
+        report = ("replica-a:1", start, Q, np.array([0, 1]), float(q[0] + q[1]), 1)
+        first = ray.get(driver.sync.remote("replica-a", [report]), timeout=30)
+        again = ray.get(driver.sync.remote("replica-a", [report]), timeout=30)  # a retry
+        assert again["duplicate_reports"] == first["duplicate_reports"] + 1
+        assert again["syncs"] == first["syncs"] + 1
+        if again["window_start_s"] == start:  # not across a minute boundary
+            assert again["spend_flops"] == pytest.approx(q[0] + q[1])
+        assert ray.get(driver.sync.remote("replica-b", []), timeout=30)["dual_price"] == 0.0
+    finally:
+        kill_driver("sync-test")
+
+
+def test_idle_allocator_polls_the_driver_rarely(app_url) -> None:
+    """Without traffic a replica calls the driver after each window close and at least
+    every ``IDLE_POLL_S``, not ten times a second; with traffic its reports reach it."""
+    import ray
+
+    from greenflow.serve_apps.allocator import IDLE_POLL_S, POLL_S
+    from greenflow.serve_apps.driver import NAMESPACE, driver_name
+
+    driver = ray.get_actor(driver_name("greenflow"), namespace=NAMESPACE)
+    assert call(f"{app_url}/recommend", {"user_id": 3})[0] == 200
+    time.sleep(0.5)  # its report is sent
+    before = ray.get(driver.state.remote(), timeout=30)
+    time.sleep(3.0)
+    after = ray.get(driver.state.remote(), timeout=30)
+    idle = after["syncs"] - before["syncs"]
+    window_closes = after["windows_closed"] - before["windows_closed"]  # 1 s windows: ~3
+    assert 1 <= idle <= window_closes + 3.0 / IDLE_POLL_S + 2, (idle, window_closes)
+    assert idle < 0.5 * 3.0 / POLL_S  # what a replica polling every POLL_S would make
+    assert call(f"{app_url}/allocator/state")[1]["driver_alive"] is True
+
+
 def test_baseline_policy_served_by_the_same_app(serve_run, serve_port) -> None:
     from greenflow.serve_apps.app import deploy, teardown
 
