@@ -40,7 +40,7 @@ METRICS_FLUSH_S = 0.5  # how often the summed FLOPs go to Ray's metrics
 class StageModel:
     """Scores what a chain asks of one model: ``score(wire request) -> wire result``
     (``StageRequest.to_wire`` in, ``StageResult.to_wire`` out: builtins, not dataclasses,
-    on the Serve hop)."""
+    on the Serve hop), or ``score_many`` on a list of them (the allocator's path)."""
 
     def __init__(self, run_dir: str, model: str, app_name: str) -> None:
         # One intra-op thread per replica: replicas, not threads, are the unit of scale,
@@ -62,6 +62,8 @@ class StageModel:
         self._flops = CounterBuffer(counter(FLOPS), {"app": app_name, "model": model})
         self._flusher: asyncio.Task[None] | None = None
         self._batcher = MicroBatcher(self._score_batch, MAX_BATCH, LINGER_S)
+        self.calls = 0  # Serve calls served (``score``, ``score_many``)
+        self.requests = 0  # stage requests scored in them
 
     def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
         # The model runs on the replica's (user-code) event loop: a batch takes 1-10 ms on
@@ -73,12 +75,28 @@ class StageModel:
         return [dataclasses.replace(r, compute_ms=compute_ms, batch=len(requests)) for r in results]
 
     async def score(self, wire: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
         request, stage = StageRequest.from_wire(wire)
         result = await self._batcher(request)
+        self._count(result, stage)
+        return result.to_wire()
+
+    async def score_many(self, wires: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``score`` for several requests in one Serve call (the allocator sends the stage
+        calls of requests that travel together this way); one result each, in order. They
+        join the same model batch (up to ``MAX_BATCH``) as any calls queued beside them."""
+        self.calls += 1
+        parsed = [StageRequest.from_wire(w) for w in wires]
+        results = await asyncio.gather(*(self._batcher(request) for request, _ in parsed))
+        for result, (_, stage) in zip(results, parsed, strict=True):
+            self._count(result, stage)
+        return [result.to_wire() for result in results]
+
+    def _count(self, result: StageResult, stage: str) -> None:
+        self.requests += 1
         self._flops.add(result.flops, stage=stage)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
-        return result.to_wire()
 
     async def _flush_metrics(self) -> None:
         while True:
@@ -88,5 +106,7 @@ class StageModel:
             except Exception:  # the next flush sends what this one kept
                 logger.exception("sending the FLOPs metric failed")
 
-    def info(self) -> dict[str, str]:
-        return {"model": self.model_name, "device": self.device}
+    def info(self) -> dict[str, Any]:
+        """The model, its device, and the Serve calls and requests this replica served."""
+        return {"model": self.model_name, "device": self.device, "calls": self.calls,
+                "requests": self.requests}  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,10 +24,22 @@ from tests.serve_apps.conftest import call
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-def test_recommend_serves_the_reference_cascade_of_its_chain(app_url, serve_run) -> None:
+def _reference(serve_run) -> Callable[[int, list[int], str], list[int]]:
+    """The items ``run_chain`` exposes for (user, history, chain id)."""
     pool = load_pool(serve_run.run_dir)
     models = {n: scoring_model(m) for n, m in pool.models.items()}
     users = user_feature_table(load_dataset(serve_run.data_dir).users, pool.features)
+
+    def items(user: int, history: list[int], chain_id: str) -> list[int]:
+        ctx = make_context(users[[user]], pad_histories([history], pool.features.max_history))
+        return run_chain(models, ctx, history, Chain.parse(chain_id), pool.features.num_items,
+                         serve_run.chains.exposed_k).tolist()  # fmt: skip
+
+    return items
+
+
+def test_recommend_serves_the_reference_cascade_of_its_chain(app_url, serve_run) -> None:
+    expected = _reference(serve_run)
     q = dict(zip(load_simulated_chains(serve_run.run_dir).ids,
                  load_simulated_chains(serve_run.run_dir).flops, strict=True))  # fmt: skip
     for row in load_requests(serve_run.data_dir, "eval").head(8).itertuples():
@@ -35,15 +49,31 @@ def test_recommend_serves_the_reference_cascade_of_its_chain(app_url, serve_run)
         assert status == 200, doc
         assert set(doc) >= {"items", "chain", "flops", "dual_price", "request_id"}
         assert doc["request_id"] == f"r{row.request_id}"
-        chain = Chain.parse(doc["chain"]["id"])
-        ctx = make_context(
-            users[[row.user_id]], pad_histories([history], pool.features.max_history)
-        )
-        expected = run_chain(models, ctx, history, chain, pool.features.num_items,
-                             serve_run.chains.exposed_k)  # fmt: skip
-        assert doc["items"] == expected.tolist()
-        assert doc["flops"] == pytest.approx(q[chain.id])
+        assert doc["items"] == expected(int(row.user_id), history, doc["chain"]["id"])
+        assert doc["flops"] == pytest.approx(q[doc["chain"]["id"]])
         assert doc["dual_price"] >= 0
+
+
+def test_concurrent_requests_share_stage_calls_and_get_their_own_items(app_url, serve_run
+                                                                       ) -> None:  # fmt: skip
+    """Requests chosen together travel through the stages as one Serve call per model
+    (``score_many``); each still gets the items of its own chain and history."""
+    from ray import serve
+
+    expected = _reference(serve_run)
+    rows = list(load_requests(serve_run.data_dir, "eval").head(24).itertuples())
+    bodies = [{"user_id": int(r.user_id), "history": [int(i) for i in r.history]} for r in rows]
+    recall = serve.get_deployment_handle("stage-dssm", app_name="greenflow")
+    before = recall.info.remote().result(timeout_s=30)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda b: call(f"{app_url}/recommend", b), bodies))
+    after = recall.info.remote().result(timeout_s=30)
+    for body, (status, doc) in zip(bodies, answers, strict=True):
+        assert status == 200, doc
+        assert doc["items"] == expected(body["user_id"], body["history"], doc["chain"]["id"])
+    requests, calls = (after[k] - before[k] for k in ("requests", "calls"))
+    assert requests == len(bodies)  # every chain starts with recall (one replica)
+    assert calls < requests  # some of them shared a call
 
 
 def test_known_user_without_history_and_smaller_k(app_url) -> None:
