@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -74,18 +73,15 @@ def run(
                    EstimateConfig(cpu_tdp_w=None), log)  # fmt: skip
     log("\n== 6/9 offline evaluation: every policy along a budget sweep")
     evaluate.run(config, EvaluateConfig(budgets=12), log)
-    # The load test's traffic; the tune replays the same rates and spike for longer, so the
-    # window it picks is picked for the traffic served (~40 requests a 5 s window here).
-    live = TrafficProfile(base_rate=8.0, duration_s=30.0, spike_factor=3.0)
-    tuned_on = dataclasses.replace(live, duration_s=300.0)
     log("\n== 7/9 Algorithm 1's step size, window and smoothing: Ray Tune on a replay of "
-        f"the reward split at the load test's traffic ({live.base_rate:g} req/s, "
-        f"{live.spike_factor:g}x spike)")  # fmt: skip
-    tune.step_size(config, StepSizeTuneConfig(), StepSizeProblem(traffic=tuned_on), log)
+        "the reward split (what the load test then serves)")  # fmt: skip
+    tune.step_size(config, StepSizeTuneConfig(), StepSizeProblem(), log)
     log("\n== 8/9 online: Serve load test, GreenFlow vs EQUAL at one budget, 3x spike, "
         f"{DEMO_LOADTEST_REPEATS} repeats of the same schedule, the spike announced")  # fmt: skip
-    run_online_comparison(config.run_dir, ["greenflow", "equal"], live, port=port,
-                          repeats=DEMO_LOADTEST_REPEATS, announce=True, log=log)  # fmt: skip
+    run_online_comparison(config.run_dir, ["greenflow", "equal"],
+                          TrafficProfile(base_rate=8.0, duration_s=30.0, spike_factor=3.0),
+                          port=port, repeats=DEMO_LOADTEST_REPEATS, announce=True,
+                          log=log)  # fmt: skip
     log("\n== 9/9 PFEC report of the run")
     pfec.report(config, log=log)
     log(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs under {config.run_dir}/")
