@@ -87,7 +87,8 @@ class StageModel:
         join the same model batch (up to ``MAX_BATCH``) as any calls queued beside them."""
         self.calls += 1
         parsed = [StageRequest.from_wire(w) for w in wires]
-        results = await asyncio.gather(*(self._batcher(request) for request, _ in parsed))
+        # futures, not coroutines: gather wraps no task around each request
+        results = await asyncio.gather(*(self._batcher.submit(request) for request, _ in parsed))
         for result, (_, stage) in zip(results, parsed, strict=True):
             self._count(result, stage)
         return [result.to_wire() for result in results]
