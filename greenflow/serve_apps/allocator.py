@@ -80,7 +80,7 @@ ID_MAX = 2**62  # larger ids cannot be int64 ids of this dataset: refused as 422
 PositiveId = Annotated[int, Field(ge=1, le=ID_MAX, strict=True)]
 # One served request for the driver: window start, Q_i·, chain, FLOPs spent, guarded.
 ReportRow = tuple[float, np.ndarray, int, float, bool]
-# One report call: id, window start, Q (n, J), chains (n,), FLOPs spent, guarded requests.
+# One window's report in a sync: id, window start, Q (n, J), chains (n,), FLOPs spent, guarded.
 Report = tuple[str, float, np.ndarray, np.ndarray, float, int]
 MAX_PENDING_REPORTS = 10_000
 # Chains tried per request when stages fail (a lost node takes a replica of every model

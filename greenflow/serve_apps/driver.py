@@ -179,27 +179,12 @@ class DualPriceDriver:
     def ready(self) -> dict[str, Any]:
         return {"restored": self.restored, "pid": os.getpid(), "dual_price": self.core.price()}
 
-    def report(
-        self,
-        window_start_s: float,
-        Q: np.ndarray,
-        choice: np.ndarray,
-        spend_flops: float,
-        guard_requests: int,
-        report_id: str | None = None,
-        replica_id: str | None = None,
-    ) -> bool:
-        with self._lock:
-            return self.core.report(
-                window_start_s, Q, choice, spend_flops, guard_requests, report_id, replica_id
-            )
-
     def sync(self, replica_id: str, reports: list[tuple[Any, ...]]) -> dict[str, Any]:
         """An allocator replica's poll: its ``reports`` (each ``(report_id, window_start_s,
-        Q, choice, spend_flops, guard_requests)``, as ``report`` takes them), then the
-        ``state`` it reads. One call a poll instead of a report call and a state call: every
-        actor call costs both processes CPU. Reports are idempotent by id, so a sync that
-        failed or timed out is sent again with the same ones."""
+        Q, choice, spend_flops, guard_requests)``, as ``NearlineDriver.report`` takes them),
+        then the ``state`` it reads. One call a poll instead of a report call and a state
+        call: every actor call costs both processes CPU. Reports are idempotent by id, so a
+        sync that failed or timed out is sent again with the same ones."""
         with self._lock:
             self.syncs += 1
             for report_id, start, Q, choice, spend_flops, guard_requests in reports:

@@ -38,9 +38,9 @@ METRICS_FLUSH_S = 0.5  # how often the summed FLOPs go to Ray's metrics
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class StageModel:
-    """Scores what a chain asks of one model: ``score(wire request) -> wire result``
+    """Scores what a chain asks of one model: ``score_many(wire requests) -> wire results``
     (``StageRequest.to_wire`` in, ``StageResult.to_wire`` out: builtins, not dataclasses,
-    on the Serve hop), or ``score_many`` on a list of them (the allocator's path)."""
+    on the Serve hop)."""
 
     def __init__(self, run_dir: str, model: str, app_name: str) -> None:
         # One intra-op thread per replica: replicas, not threads, are the unit of scale,
@@ -62,7 +62,7 @@ class StageModel:
         self._flops = CounterBuffer(counter(FLOPS), {"app": app_name, "model": model})
         self._flusher: asyncio.Task[None] | None = None
         self._batcher = MicroBatcher(self._score_batch, MAX_BATCH, LINGER_S)
-        self.calls = 0  # Serve calls served (``score``, ``score_many``)
+        self.calls = 0  # Serve calls served (``score_many``)
         self.requests = 0  # stage requests scored in them
 
     def _score_batch(self, requests: list[StageRequest]) -> list[StageResult]:
@@ -74,17 +74,11 @@ class StageModel:
         compute_ms = (time.perf_counter() - start) * 1e3  # for the per-hop latency breakdown
         return [dataclasses.replace(r, compute_ms=compute_ms, batch=len(requests)) for r in results]
 
-    async def score(self, wire: dict[str, Any]) -> dict[str, Any]:
-        self.calls += 1
-        request, stage = StageRequest.from_wire(wire)
-        result = await self._batcher(request)
-        self._count(result, stage)
-        return result.to_wire()
-
     async def score_many(self, wires: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``score`` for several requests in one Serve call (the allocator sends the stage
-        calls of requests that travel together this way); one result each, in order. They
-        join the same model batch (up to ``MAX_BATCH``) as any calls queued beside them."""
+        """The stage requests of one Serve call (the allocator sends those of requests that
+        travel together as one call; a lone request is a list of one); one result each, in
+        order. They join the same model batch (up to ``MAX_BATCH``) as any calls queued
+        beside them."""
         self.calls += 1
         parsed = [StageRequest.from_wire(w) for w in wires]
         # futures, not coroutines: gather wraps no task around each request
